@@ -1,0 +1,264 @@
+"""Pure analysis: node data planes x API objects -> the ServiceMap, with findings where they disagree.
+
+With API objects present each backend gets its pod's name and whether it runs on the node whose
+rules were read, frontends get their true type (an external IP and a load-balancer IP look alike in
+some rules), and the rules are checked against the EndpointSlices and against the other nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from kubectl_svcnet.model import (
+    CLUSTER_IP,
+    DROP,
+    ERROR,
+    EXTERNAL_IP,
+    FORWARD,
+    FROM_ANY,
+    FROM_CLUSTER,
+    FROM_EXTERNAL,
+    INFO,
+    LOAD_BALANCER,
+    NODE_PORT,
+    REJECT,
+    WARNING,
+    Cluster,
+    Endpoint,
+    Finding,
+    Frontend,
+    NodeDataPlane,
+    Route,
+    Service,
+    ServiceKey,
+    ServiceMap,
+    ServiceView,
+)
+
+EMPTY = Cluster()
+
+
+def _annotate(
+    fe: Frontend, cluster: Cluster, ep_nodes: Dict[Tuple[str, int], Endpoint], svc: Optional[Service]
+) -> Frontend:
+    typ = fe.type
+    if svc is not None and fe.ip is not None:
+        if fe.ip in svc.load_balancer_ips:
+            typ = LOAD_BALANCER
+        elif fe.ip in svc.external_ips:
+            typ = EXTERNAL_IP
+    routes = []
+    for r in fe.routes:
+        backends = []
+        for b in r.backends:
+            ep = ep_nodes.get((b.ip, b.port))
+            pod = (ep.pod if ep else None) or cluster.pods_by_ip.get(b.ip)
+            node = ep.node_name if ep and ep.node_name else (cluster.pod_nodes.get(pod) if pod else None)
+            local = (node == fe.node) if node else None
+            backends.append(replace(b, pod=pod, local=local))
+        routes.append(replace(r, backends=tuple(backends)))
+    return replace(fe, type=typ, routes=tuple(routes))
+
+
+def _cluster_route(fe: Frontend) -> Optional[Route]:
+    """The route pods take (the one every ClusterIP check is about)."""
+    for r in fe.routes:
+        if r.source in (FROM_ANY, FROM_CLUSTER):
+            return r
+    return None
+
+
+def expected_backends(svc: Optional[Service], eps: Sequence[Endpoint], node: str) -> Set[Tuple[str, int]]:
+    """The endpoints kube-proxy on `node` should use for cluster traffic (pkg/proxy/topology.go):
+    ready ones; if none is ready, serving-and-terminating ones; with internalTrafficPolicy Local,
+    only those on the node."""
+    if svc is not None and svc.internal_traffic_policy == "Local":
+        eps = [e for e in eps if e.node_name == node]
+    ready = [e for e in eps if e.ready]
+    if not ready:
+        ready = [e for e in eps if e.serving and e.terminating]
+    return {(e.ip, e.port) for e in ready}
+
+
+def _check_node(
+    key: ServiceKey,
+    fes: Sequence[Frontend],
+    node: str,
+    svc: Optional[Service],
+    eps: Sequence[Endpoint],
+    cluster: Cluster,
+) -> List[Finding]:
+    out: List[Finding] = []
+    cip = [f for f in fes if f.type == CLUSTER_IP]
+    if cluster.has_endpoints:
+        want = expected_backends(svc, eps, node)
+        known = {(e.ip, e.port) for e in eps}
+        for fe in cip[:1]:
+            route = _cluster_route(fe)
+            have = {(b.ip, b.port) for b in route.backends} if route else set()
+            for ip, port in sorted(want - have):
+                out.append(
+                    Finding(
+                        ERROR,
+                        "missing-endpoint",
+                        f"endpoint {ip}:{port} is in the EndpointSlices but not in node {node}'s rules",
+                        node,
+                    )
+                )
+            for ip, port in sorted(have - known):
+                out.append(
+                    Finding(
+                        ERROR,
+                        "stale-endpoint",
+                        f"node {node} still sends traffic to {ip}:{port}, which no EndpointSlice lists",
+                        node,
+                    )
+                )
+            if route is not None and route.verdict != FORWARD and want:
+                out.append(
+                    Finding(
+                        ERROR,
+                        "stale-no-endpoints",
+                        f"node {node} {route.verdict}s {fe.ip}:{fe.port} but the service has endpoints",
+                        node,
+                    )
+                )
+    if svc is not None:
+        port = next((p for p in svc.ports if p.name == key.port_name and p.protocol == key.protocol), None)
+        have_types = {(f.type, f.ip, f.port) for f in fes}
+        wanted = []
+        if port is not None:
+            wanted += [(CLUSTER_IP, ip, port.port) for ip in svc.cluster_ips]
+            wanted += [(EXTERNAL_IP, ip, port.port) for ip in svc.external_ips]
+            wanted += [(LOAD_BALANCER, ip, port.port) for ip in svc.load_balancer_ips]
+            if port.node_port:
+                wanted.append((NODE_PORT, None, port.node_port))
+        fam = {":" in (f.ip or "") for f in fes if f.ip}
+        for t, ip, p in wanted:
+            if (t, ip, p) not in have_types and (ip is None or not fam or (":" in ip) in fam):
+                what = f"{ip}:{p}" if ip else f"node port {p}"
+                out.append(Finding(ERROR, "missing-frontend", f"node {node} has no rule for {t} {what}", node))
+        if svc.external_traffic_policy == "Local":
+            for fe in fes:
+                for r in fe.routes:
+                    if r.source == FROM_EXTERNAL and r.verdict == DROP:
+                        where = f"{fe.ip}:{fe.port}" if fe.ip else f"node port {fe.port}"
+                        out.append(
+                            Finding(
+                                WARNING,
+                                "no-local-endpoints",
+                                f"externalTrafficPolicy Local: node {node} has no local endpoint; "
+                                f"external traffic to {where} is dropped there",
+                                node,
+                            )
+                        )
+                        break
+    return out
+
+
+def _disagreement(key: ServiceKey, fes: Sequence[Frontend]) -> List[Finding]:
+    """Nodes that send the same ClusterIP's traffic to different backends."""
+    by_node: Dict[str, Tuple] = {}
+    for fe in fes:
+        if fe.type != CLUSTER_IP:
+            continue
+        r = _cluster_route(fe)
+        by_node[fe.node] = (r.verdict, tuple(sorted((b.ip, b.port) for b in r.backends))) if r else ("none", ())
+    if len(set(by_node.values())) <= 1:
+        return []
+    groups: Dict[Tuple, List[str]] = {}
+    for node, sig in sorted(by_node.items()):
+        groups.setdefault(sig, []).append(node)
+    desc = "; ".join(
+        f"{','.join(nodes)}: {verdict} {' '.join(f'{ip}:{p}' for ip, p in bs) or '-'}"
+        for (verdict, bs), nodes in groups.items()
+    )
+    return [Finding(WARNING, "nodes-disagree", f"nodes send {key} to different backends ({desc})")]
+
+
+def analyze(
+    planes: Iterable[NodeDataPlane],
+    cluster: Optional[Cluster] = None,
+    only: Optional[str] = None,
+    namespace: Optional[str] = None,
+) -> ServiceMap:
+    """Join the nodes' rules with the API objects. `only` = "ns/name" keeps one Service;
+    `namespace` keeps one namespace."""
+    cluster = cluster or EMPTY
+    planes = list(planes)
+    svc_by_name = {(s.namespace, s.name): s for s in cluster.services}
+
+    def wanted(key: ServiceKey) -> bool:
+        return (only is None or key.service == only) and (namespace is None or key.namespace == namespace)
+
+    frontends: Dict[ServiceKey, List[Frontend]] = {}
+    findings: Dict[ServiceKey, List[Finding]] = {}
+    node_rules: Dict[ServiceKey, Set[str]] = {}
+    for plane in planes:
+        node = plane.info.name
+        for rules in plane.services:
+            if not wanted(rules.key):
+                continue
+            svc = svc_by_name.get((rules.key.namespace, rules.key.name))
+            eps = cluster.endpoints.get(rules.key, ())
+            ep_index = {(e.ip, e.port): e for e in eps}
+            fes = [_annotate(fe, cluster, ep_index, svc) for fe in rules.frontends]
+            frontends.setdefault(rules.key, []).extend(fes)
+            node_rules.setdefault(rules.key, set()).add(node)
+            f = findings.setdefault(rules.key, [])
+            f.extend(rules.findings)
+            if cluster.has_services and svc is None:
+                f.append(
+                    Finding(
+                        WARNING,
+                        "unknown-service",
+                        f"node {node} has rules for {rules.key}, which the API does not list (stale rules?)",
+                        node,
+                    )
+                )
+            f.extend(_check_node(rules.key, fes, node, svc, eps, cluster))
+    # Service ports the API has and a node's rules lack entirely.
+    answered = [p.info.name for p in planes if p.info.error is None and p.services]
+    for svc in cluster.services:
+        if svc.headless or svc.external_name or not svc.cluster_ips:
+            continue
+        for port in svc.ports:
+            key = svc.key(port)
+            if not wanted(key):
+                continue
+            findings.setdefault(key, [])
+            frontends.setdefault(key, [])
+            missing = [n for n in answered if n not in node_rules.get(key, set())]
+            for n in missing:
+                findings[key].append(
+                    Finding(ERROR, "missing-service", f"node {n}'s rules do not serve {key} at all", n)
+                )
+    for key in frontends:
+        fs = findings.setdefault(key, [])
+        if cluster.has_endpoints:
+            eps = cluster.endpoints.get(key, ())
+            if not any(e.ready or (e.serving and e.terminating) for e in eps):
+                fs.append(Finding(WARNING, "no-endpoints", f"{key} has no ready endpoints: connections are refused"))
+        elif any(r.verdict == REJECT for fe in frontends[key] if fe.type == CLUSTER_IP for r in fe.routes):
+            fs.append(Finding(INFO, "no-endpoints", f"{key} has no endpoints in the rules: connections are refused"))
+        fs.extend(_disagreement(key, frontends[key]))
+    views = []
+    for key in sorted(frontends):
+        fes = sorted(frontends[key], key=lambda f: (_type_order(f.type), f.ip or "", f.port, f.node))
+        views.append(ServiceView(key, tuple(fes), tuple(_dedupe(findings.get(key, ())))))
+    node_findings = tuple(f for p in planes for f in p.findings)
+    return ServiceMap(tuple(p.info for p in planes), tuple(views), node_findings)
+
+
+def _type_order(t: str) -> int:
+    return {CLUSTER_IP: 0, NODE_PORT: 1, EXTERNAL_IP: 2, LOAD_BALANCER: 3}.get(t, 9)
+
+
+def _dedupe(fs: Iterable[Finding]) -> List[Finding]:
+    seen, out = set(), []
+    for f in fs:
+        if f not in seen:
+            seen.add(f)
+            out.append(f)
+    return out

@@ -1,0 +1,123 @@
+"""Offline inputs: dump files (`--from-file [NODE=]PATH`) and snapshot directories (`--snapshot DIR`).
+
+A snapshot holds the cluster's objects as `kubectl get ... -o json` (or yaml) prints them — any number
+of files at its top level — and one folder per node under `nodes/` with that node's dumps:
+
+    DIR/services.json  DIR/endpointslices.yaml  ...  DIR/nodes/<node>/iptables-save.txt
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from kubectl_svcnet.errors import InputError, UsageError
+
+OBJECT_SUFFIXES = (".json", ".yaml", ".yml")
+SKIP_NAMES = ("README", "readme", ".")
+
+
+@dataclass
+class Inputs:
+    """Everything a run read: API objects, and per node its dumps as (text, source name)."""
+
+    objects: List[Dict[str, Any]] = field(default_factory=list)
+    nodes: Dict[str, List[Tuple[str, str]]] = field(default_factory=dict)
+    source_kind: Dict[str, str] = field(default_factory=dict)
+    errors: Dict[str, str] = field(default_factory=dict)  # node -> why its dumps could not be read
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}", where=str(path)) from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError("not text (invalid UTF-8)", where=f"{path}:{line}") from e
+
+
+def parse_from_file(spec: str) -> Tuple[Optional[str], str]:
+    """`[NODE=]PATH` -> (node or None, path)."""
+    node, sep, path = spec.partition("=")
+    if sep and node and "/" not in node and not Path(spec).exists():
+        return node, path
+    return None, spec
+
+
+def read_from_files(specs: List[str], stdin_text: Optional[str] = None) -> Inputs:
+    inputs = Inputs()
+    for spec in specs:
+        node, path = parse_from_file(spec)
+        if path == "-":
+            text = stdin_text if stdin_text is not None else sys.stdin.read()
+            source = "<stdin>"
+            node = node or "stdin"
+        else:
+            p = Path(path)
+            if not p.is_file():
+                raise UsageError(f"no such file: {path}", hint="--from-file takes [NODE=]PATH")
+            text = _read_text(p)
+            source = str(p)
+            node = node or p.name.split(".")[0] or p.name
+        inputs.nodes.setdefault(node, []).append((text, source))
+        inputs.source_kind[node] = "file"
+    return inputs
+
+
+def load_objects(path: Path) -> List[Dict[str, Any]]:
+    """One file of API objects: JSON (one object, or several concatenated) or YAML (multi-document)."""
+    text = _read_text(path)
+    if path.suffix == ".json" or text.lstrip().startswith(("{", "[")):
+        dec = json.JSONDecoder()
+        out, i, n = [], 0, len(text)
+        while True:
+            while i < n and text[i].isspace():
+                i += 1
+            if i >= n:
+                break
+            try:
+                obj, i = dec.raw_decode(text, i)
+            except json.JSONDecodeError as e:
+                raise InputError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}") from e
+            out.extend(obj if isinstance(obj, list) else [obj])
+        return out
+    import yaml
+
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", where=f"{path}:{line}") from e
+
+
+def read_snapshot(directory: str) -> Inputs:
+    root = Path(directory)
+    if not root.is_dir():
+        raise UsageError(f"no such snapshot directory: {directory}")
+    inputs = Inputs()
+    for p in sorted(root.iterdir()):
+        if p.is_file() and p.suffix in OBJECT_SUFFIXES:
+            inputs.objects.extend(load_objects(p))
+    nodes_dir = root / "nodes"
+    if nodes_dir.is_dir():
+        for nd in sorted(nodes_dir.iterdir()):
+            if not nd.is_dir():
+                continue
+            dumps = []
+            for f in sorted(nd.iterdir()):
+                if f.is_file() and not f.name.startswith(SKIP_NAMES) and f.suffix != ".md":
+                    dumps.append((_read_text(f), str(f)))
+            inputs.nodes[nd.name] = dumps
+            inputs.source_kind[nd.name] = "snapshot"
+            if not dumps:
+                inputs.errors[nd.name] = f"no dumps in {nd}"
+    if not inputs.objects and not inputs.nodes:
+        raise InputError("snapshot has neither API objects nor node dumps", where=str(root))
+    return inputs

@@ -1,0 +1,101 @@
+"""Data planes: a node's dump text -> NodeDataPlane, one module per kube-proxy mode.
+
+`read_node` takes every dump of one node (iptables-save, ip6tables-save, nft text or JSON, in any
+mix), recognises each by its content, and merges what they say into one NodeDataPlane.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Sequence, Tuple
+
+from kubectl_svcnet.errors import DumpParseError
+from kubectl_svcnet.model import NodeDataPlane, NodeInfo, ServiceRules
+
+IPTABLES = "iptables"
+NFT_TEXT = "nft"
+NFT_JSON = "nft-json"
+_NFT_TABLE = re.compile(r"^table (ip|ip6|inet|arp|bridge|netdev) \S+ \{", re.M)
+
+
+def detect_format(text: str) -> Optional[str]:
+    """What kind of dump this is, from its content alone."""
+    from kubectl_svcnet.dataplane import iptables
+
+    head = text.lstrip()[:1]
+    if head == "{":
+        return NFT_JSON
+    if iptables.looks_like_iptables(text):
+        return IPTABLES
+    if _NFT_TABLE.search(text[:65536]):
+        return NFT_TEXT
+    return None
+
+
+def read_node(
+    dumps: Sequence[Tuple[str, str]], node: str, source_kind: str = "file", only: Optional[str] = None
+) -> NodeDataPlane:
+    """Parse and resolve all (text, source) dumps of one node. Raises DumpParseError for a dump
+    that is not one at all."""
+    ipt, nfts = [], []
+    for text, source in dumps:
+        fmt = detect_format(text)
+        if fmt is None:
+            raise DumpParseError(
+                "not a kube-proxy dump: expected iptables-save, nft list ruleset or nft -j output",
+                source,
+                1 if text.strip() else 0,
+            )
+        if fmt == IPTABLES:
+            from kubectl_svcnet.dataplane.iptables import parse_iptables
+
+            ipt.append(parse_iptables(text, source))
+        else:
+            from kubectl_svcnet.dataplane.nft import parse_nft
+
+            nfts.append(parse_nft(text, source))
+    planes: List[NodeDataPlane] = []
+    if ipt:
+        from kubectl_svcnet.dataplane.iptables import resolve_iptables
+
+        planes.append(resolve_iptables(ipt, node, source_kind, only))
+    for rs in nfts:
+        from kubectl_svcnet.dataplane.nft import resolve_nft
+
+        planes.append(resolve_nft(rs, node, source_kind, only))
+    return merge_planes(planes, node, source_kind)
+
+
+def merge_planes(planes: Sequence[NodeDataPlane], node: str, source_kind: str) -> NodeDataPlane:
+    """One node's planes (IPv4 and IPv6, or iptables and nft) as one. The proxy mode is the one
+    whose rules hold services; nftables wins a tie, as kube-proxy in nftables mode leaves
+    iptables-nft tables around."""
+    if len(planes) == 1:
+        return planes[0]
+    if not planes:
+        return NodeDataPlane(NodeInfo(node, source_kind))
+    services: dict = {}
+    for p in planes:
+        for s in p.services:
+            prev = services.get(s.key)
+            if prev is None:
+                services[s.key] = s
+            else:
+                services[s.key] = ServiceRules(
+                    s.key,
+                    prev.frontends + s.frontends,
+                    prev.health_check_node_port or s.health_check_node_port,
+                    prev.findings + s.findings,
+                )
+    with_services = [p for p in planes if p.services] or list(planes)
+    mode = (
+        "nftables" if any(p.info.proxy_mode == "nftables" for p in with_services) else with_services[0].info.proxy_mode
+    )
+    backend = next((p.info.iptables_backend for p in planes if p.info.iptables_backend), None)
+    return NodeDataPlane(
+        NodeInfo(node, source_kind, mode, backend),
+        tuple(services[k] for k in sorted(services)),
+        tuple(f for p in planes for f in p.findings),
+        next((p.pod_cidr_detector for p in planes if p.pod_cidr_detector), None),
+        tuple(a for p in planes for a in p.nodeport_addresses),
+    )

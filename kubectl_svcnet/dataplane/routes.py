@@ -1,0 +1,108 @@
+"""From "what happens to each class of client" to the routes of the JSON contract.
+
+A resolver evaluates a frontend once per class of client (a pod, the node itself, an external client,
+an external client inside each allowed load-balancer source range) and hands the results here. Classes
+that end the same way are merged into the fewest routes: `any` when all agree, else `cluster` and
+`external`, with `<CIDR>` routes and `other` when source ranges decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from kubectl_svcnet.model import (
+    DROP,
+    FORWARD,
+    FROM_ANY,
+    FROM_CLUSTER,
+    FROM_EXTERNAL,
+    FROM_OTHER,
+    Affinity,
+    Backend,
+    Hop,
+    Route,
+)
+
+POD, LOCAL, EXTERNAL = "pod", "node", "external"
+RANGE_PREFIX = "range:"
+
+
+@dataclass(frozen=True)
+class End:
+    """One way a new connection ends: a verdict, the backend it is DNATed to, its share, and the
+    hops that took it there."""
+
+    verdict: str
+    ip: Optional[str]
+    port: Optional[int]
+    prob: float
+    path: Tuple[Hop, ...]
+    affinity: Optional[int] = None
+
+
+def _merge(ends: Sequence[End]) -> List[End]:
+    """Sum the shares of ends that reach the same place (e.g. two paths to one backend)."""
+    acc: Dict[tuple, End] = {}
+    for e in ends:
+        k = (e.verdict, e.ip, e.port)
+        if k in acc:
+            prev = acc[k]
+            acc[k] = End(prev.verdict, prev.ip, prev.port, prev.prob + e.prob, prev.path,
+                         prev.affinity or e.affinity)  # fmt: skip
+        else:
+            acc[k] = e
+    return list(acc.values())
+
+
+def _signature(ends: Sequence[End]) -> tuple:
+    return tuple(sorted((e.verdict, e.ip or "", e.port or 0, round(e.prob, 6), e.affinity or 0) for e in ends))
+
+
+def _common_prefix(paths: Sequence[Tuple[Hop, ...]]) -> Tuple[Hop, ...]:
+    if not paths:
+        return ()
+    first = paths[0]
+    n = min(len(p) for p in paths)
+    i = 0
+    while i < n and all(p[i] == first[i] for p in paths):
+        i += 1
+    return first[:i]
+
+
+def make_route(source: str, ends: Sequence[End]) -> Route:
+    """One route from the merged ends of one class of client."""
+    forward = [e for e in ends if e.verdict == FORWARD and e.ip is not None]
+    others = [e for e in ends if not (e.verdict == FORWARD and e.ip is not None)]
+    if not forward:
+        # Nothing is DNATed: the largest share decides (reject, drop, or passes untranslated).
+        main = max(others, key=lambda e: e.prob) if others else End(DROP, None, None, 1.0, ())
+        return Route(source=source, verdict=main.verdict, path=main.path)
+    prefix = _common_prefix([e.path for e in forward])
+    total = sum(e.prob for e in forward)
+    backends = tuple(
+        Backend(ip=e.ip, port=e.port, probability=e.prob / total if total else 0.0, path=e.path[len(prefix) :])
+        for e in sorted(forward, key=lambda e: e.path[len(prefix)].line if len(e.path) > len(prefix) else 0)
+    )  # type: ignore[arg-type]
+    timeouts = [e.affinity for e in forward if e.affinity]
+    affinity = Affinity(timeout_seconds=max(timeouts)) if timeouts else None
+    return Route(source=source, verdict=FORWARD, backends=backends, affinity=affinity, path=prefix)
+
+
+def group_routes(per_class: Dict[str, Sequence[End]]) -> Tuple[Route, ...]:
+    """Merge per-class results into the fewest routes the contract can say."""
+    merged = {cls: _merge(ends) for cls, ends in per_class.items()}
+    sig = {cls: _signature(ends) for cls, ends in merged.items()}
+    ext = sig.get(EXTERNAL)
+    ranges = [c for c in per_class if c.startswith(RANGE_PREFIX) and sig[c] != ext]
+    cluster_same = sig.get(POD) == sig.get(LOCAL)
+    if len(set(sig.values())) == 1:
+        return (make_route(FROM_ANY, merged[EXTERNAL if EXTERNAL in merged else next(iter(merged))]),)
+    routes: List[Route] = []
+    cluster_cls = POD if POD in merged else LOCAL
+    if sig.get(cluster_cls) != ext or not cluster_same:
+        routes.append(make_route(FROM_CLUSTER, merged[cluster_cls]))
+    for c in ranges:
+        routes.append(make_route(c[len(RANGE_PREFIX) :], merged[c]))
+    routes.append(make_route(FROM_OTHER if ranges else FROM_EXTERNAL, merged[EXTERNAL]))
+    return tuple(routes)

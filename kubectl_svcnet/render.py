@@ -1,0 +1,306 @@
+"""Pure rendering: ServiceMap -> table, wide, json or yaml, written to a stream it is given.
+
+The JSON form is the stable contract (apiVersion svcnet/v1alpha1, kind ServiceMap; see README).
+Tables answer "where does SERVICE-IP:PORT go" at a glance: one row per backend, frontends that
+behave the same on every node shown once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+
+from kubectl_svcnet.model import (
+    CLUSTER_IP,
+    EXTERNAL_IP,
+    FORWARD,
+    FROM_ANY,
+    FROM_CLUSTER,
+    FROM_EXTERNAL,
+    FROM_OTHER,
+    LOAD_BALANCER,
+    NODE_PORT,
+    Backend,
+    Finding,
+    Frontend,
+    Hop,
+    Route,
+    ServiceMap,
+    ServiceView,
+)
+
+API_VERSION = "svcnet/v1alpha1"
+FORMATS = ("table", "wide", "json", "yaml")
+
+
+# -- the contract ---------------------------------------------------------------------------------
+def _finding(f: Finding) -> Dict[str, Any]:
+    return {"severity": f.severity, "code": f.code, "message": f.message, "node": f.node}
+
+
+def _backend(b: Backend) -> Dict[str, Any]:
+    return {"ip": b.ip, "port": b.port, "probability": round(b.probability, 6), "local": b.local, "pod": b.pod}
+
+
+def _route(r: Route) -> Dict[str, Any]:
+    return {
+        "from": r.source,
+        "verdict": r.verdict,
+        "backends": [_backend(b) for b in r.backends],
+        "affinity": {"type": r.affinity.type, "timeoutSeconds": r.affinity.timeout_seconds} if r.affinity else None,
+    }
+
+
+def to_dict(m: ServiceMap) -> Dict[str, Any]:
+    """The ServiceMap as the JSON contract says."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ServiceMap",
+        "nodes": [
+            {
+                "name": n.name,
+                "source": n.source,
+                "proxyMode": n.proxy_mode,
+                "iptablesBackend": n.iptables_backend,
+                "error": n.error,
+            }
+            for n in m.nodes
+        ],
+        "services": [
+            {
+                "namespace": v.key.namespace,
+                "name": v.key.name,
+                "portName": v.key.port_name,
+                "protocol": v.key.protocol,
+                "frontends": [
+                    {
+                        "type": f.type,
+                        "ip": f.ip,
+                        "port": f.port,
+                        "node": f.node,
+                        "routes": [_route(r) for r in f.routes],
+                    }
+                    for f in v.frontends
+                ],
+                "findings": [_finding(f) for f in v.findings],
+            }
+            for v in m.services
+        ],
+        "findings": [_finding(f) for f in m.findings],
+    }
+
+
+# -- tables ---------------------------------------------------------------------------------------
+_TYPE_TAG = {CLUSTER_IP: "", NODE_PORT: " (NodePort)", EXTERNAL_IP: " (ExternalIP)", LOAD_BALANCER: " (LB)"}
+_FROM_WORDS = {FROM_ANY: "", FROM_CLUSTER: "from pods/nodes", FROM_EXTERNAL: "from outside", FROM_OTHER: "from others"}
+
+
+def _addr(ip: Optional[str], port: int) -> str:
+    if ip is None:
+        return f"*:{port}"
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def frontend_text(f: Frontend) -> str:
+    return _addr(f.ip, f.port) + _TYPE_TAG.get(f.type, f" ({f.type})")
+
+
+def _share(p: float) -> str:
+    pct = p * 100
+    return f"{pct:.0f}%" if abs(pct - round(pct)) < 0.05 else f"{pct:.1f}%"
+
+
+def _route_sig(routes: Sequence[Route]) -> Tuple:
+    return tuple(
+        (r.source, r.verdict, tuple((b.ip, b.port, round(b.probability, 6), b.pod) for b in r.backends), r.affinity)
+        for r in routes
+    )
+
+
+def group_nodes(view: ServiceView, all_nodes: Sequence[str]) -> List[Tuple[Frontend, str]]:
+    """Frontends of one service, with the nodes where each behaves the same way ("*" = every node)."""
+    groups: Dict[Tuple, List[Frontend]] = {}
+    order: List[Tuple] = []
+    for f in view.frontends:
+        k = (f.type, f.ip, f.port, _route_sig(f.routes))
+        if k not in groups:
+            groups[k] = []
+            order.append(k)
+        groups[k].append(f)
+    out = []
+    for k in order:
+        fes = groups[k]
+        nodes = sorted({f.node for f in fes})
+        label = "*" if len(all_nodes) > 1 and len(nodes) == len(all_nodes) else ",".join(nodes)
+        out.append((fes[0], label))
+    return out
+
+
+def _pod_text(b: Backend, namespace: str) -> str:
+    if not b.pod:
+        return ""
+    ns, _, name = b.pod.partition("/")
+    return name if ns == namespace else b.pod
+
+
+def _note(route: Route, b: Optional[Backend], wide: bool) -> str:
+    parts = []
+    if not wide:
+        src = _FROM_WORDS.get(route.source, f"from {route.source}")
+        if src:
+            parts.append(src)
+    if route.verdict != FORWARD:
+        parts.append(route.verdict.upper())
+    elif not route.backends:
+        parts.append("not translated")
+    if b is not None and b.local and not wide:
+        parts.append("local")
+    if route.affinity and not wide:
+        parts.append(f"sticky {route.affinity.timeout_seconds}s")
+    return ", ".join(parts)
+
+
+def table_rows(m: ServiceMap, wide: bool = False) -> List[List[str]]:
+    all_nodes = [n.name for n in m.nodes]
+    rows: List[List[str]] = []
+    for v in m.services:
+        port = f"{v.key.port_name}/{v.key.protocol}" if v.key.port_name else v.key.protocol
+        svc = v.key.service
+        if not v.frontends:
+            rows.append(
+                [svc, port]
+                + (["", ""] if wide else [])
+                + ["-", "", "", "", "", ""]
+                + (["", ""] if wide else [])
+                + ["no rules on any node"]
+            )
+            continue
+        for fe, nodes in group_nodes(v, all_nodes):
+            for r in fe.routes:
+                items: List[Optional[Backend]] = list(r.backends) or [None]
+                for b in items:
+                    backend = _addr(b.ip, b.port) if b else "-"
+                    share = _share(b.probability) if b else ""
+                    pod = _pod_text(b, v.key.namespace) if b else ""
+                    if wide:
+                        local = "" if b is None or b.local is None else ("yes" if b.local else "no")
+                        aff = f"ClientIP {r.affinity.timeout_seconds}s" if r.affinity else ""
+                        rows.append(
+                            [
+                                svc,
+                                port,
+                                fe.type,
+                                _addr(fe.ip, fe.port),
+                                nodes,
+                                r.source,
+                                backend,
+                                pod,
+                                local,
+                                share,
+                                aff,
+                                _note(r, b, True),
+                            ]
+                        )
+                    else:
+                        rows.append([svc, port, frontend_text(fe), nodes, backend, pod, share, _note(r, b, False)])
+    return rows
+
+
+HEADERS = ["SERVICE", "PORT", "FRONTEND", "NODE", "BACKEND", "POD", "SHARE", "NOTE"]
+WIDE_HEADERS = [
+    "SERVICE",
+    "PORT",
+    "TYPE",
+    "FRONTEND",
+    "NODE",
+    "FROM",
+    "BACKEND",
+    "POD",
+    "LOCAL",
+    "SHARE",
+    "AFFINITY",
+    "NOTE",
+]
+
+
+def _table(rows: List[List[str]], headers: Optional[List[str]]) -> str:
+    """kubectl's plain style: left-aligned columns, no borders."""
+    from tabulate import tabulate
+
+    if not rows:
+        return ""
+    text = tabulate(rows, headers=headers or (), tablefmt="plain", disable_numparse=True, stralign="left")
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def finding_line(f: Finding) -> str:
+    return f"{f.severity}: {f.message}"
+
+
+def render(
+    m: ServiceMap,
+    out: IO[str],
+    fmt: str = "table",
+    no_headers: bool = False,
+    err: Optional[IO[str]] = None,
+    paths: bool = False,
+) -> None:
+    """Write the map to `out` in `fmt`. In table forms, findings follow the table (on `err` with
+    --no-headers, so stdout stays one row per line)."""
+    if fmt == "json":
+        json.dump(to_dict(m), out, indent=2)
+        out.write("\n")
+        return
+    if fmt == "yaml":
+        import yaml
+
+        yaml.safe_dump(to_dict(m), out, sort_keys=False, default_flow_style=False)
+        return
+    wide = fmt == "wide"
+    rows = table_rows(m, wide)
+    if rows:
+        out.write(_table(rows, None if no_headers else (WIDE_HEADERS if wide else HEADERS)))
+    elif not no_headers:
+        out.write("No services found.\n")
+    if paths:
+        out.write(render_paths(m))
+    findings = list(m.findings) + [f for v in m.services for f in v.findings]
+    if findings:
+        target = err if (no_headers and err is not None) else out
+        if target is out:
+            target.write("\nFINDINGS\n")
+        for f in findings:
+            target.write(finding_line(f) + "\n")
+
+
+def _hop(h: Hop) -> str:
+    return f"{h.chain}:{h.line}" if h.line else h.chain
+
+
+def _last_step(route: Route, b: Optional[Backend]) -> str:
+    if b is not None:
+        return f"DNAT {_addr(b.ip, b.port)}"
+    return route.verdict.upper() if route.verdict != FORWARD else "no rule (untranslated)"
+
+
+def render_paths(m: ServiceMap) -> str:
+    """The chain path per node, as `trace` shows it: each hop is CHAIN:LINE of the rule taken, so
+    it can be matched line by line against the node's own iptables-save / nft output."""
+    lines: List[str] = []
+    for v in m.services:
+        by_node: Dict[str, List[Frontend]] = {}
+        for f in v.frontends:
+            by_node.setdefault(f.node, []).append(f)
+        for node in sorted(by_node):
+            lines.append(f"\n{v.key} on {node}:")
+            for f in by_node[node]:
+                for r in f.routes:
+                    who = "" if r.source == FROM_ANY else f" from {r.source}"
+                    lines.append(f"  {frontend_text(f)}{who}:")
+                    prefix = [_hop(h) for h in r.path]
+                    items: List[Optional[Backend]] = list(r.backends) or [None]
+                    for b in items:
+                        hops = prefix + ([_hop(h) for h in b.path] if b else [])
+                        share = f"  ({_share(b.probability)})" if b else ""
+                        lines.append("    " + " -> ".join(hops + [_last_step(r, b)]) + share)
+    return "\n".join(lines) + ("\n" if lines else "")

@@ -136,7 +136,7 @@ def test_stale_chain_is_a_finding_not_a_service():
     text = dump(_svc(1, proto="tcp")).replace(
         ":KUBE-MARK-MASQ - [0:0]",
         ":KUBE-MARK-MASQ - [0:0]\n:KUBE-SEP-ZZZZZZZZZZZZZZZZ - [0:0]\n"
-        '-A KUBE-SEP-ZZZZZZZZZZZZZZZZ -p tcp -m comment --comment "ns9/gone:p" -m tcp -j DNAT --to-destination 10.9.9.9:80',
+        '-A KUBE-SEP-ZZZZZZZZZZZZZZZZ -p tcp -m comment --comment "ns9/gone:p" -m tcp -j DNAT --to-destination 10.9.9.9:80',  # noqa: E501
     )
     plane, _ = routes_of(text)
     assert [s.key.service for s in plane.services] == ["ns1/svc1"]

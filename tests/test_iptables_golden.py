@@ -39,3 +39,23 @@ def test_restore_input_with_deleted_chains_maps_like_the_dump():
     text = (fixture / "kube-proxy-restore-input.txt").read_text()
     plane = read_node([(text, "restore-input")], "n")
     assert actual_services(plane) == expected_services(load_expected(fixture))
+
+
+@pytest.mark.parametrize("fixture,dump_name", CASES)
+def test_trace_reads_only_what_it_needs_and_answers_the_same(fixture, dump_name):
+    """`trace` reads one Service's lines and the chains they jump to; the answer (routes, paths,
+    line numbers) is exactly what a full read gives."""
+    from kubectl_svcnet.dataplane.iptables import parse_iptables_for, resolve_iptables
+
+    text = (fixture / dump_name).read_text()
+    full = parse_iptables(text, dump_name)
+    for svc in sorted({s["service"] for s in load_expected(fixture)["services"]}):
+        sparse = parse_iptables_for(text, dump_name, svc)
+        assert sparse is not None
+        assert sum(len(c) for t in sparse.tables.values() for c in t.chains.values()) < sum(
+            len(c) for t in full.tables.values() for c in t.chains.values()
+        )
+        a = resolve_iptables([sparse], "n", only=svc)
+        b = resolve_iptables([full], "n", only=svc)
+        assert a.services == b.services and a.services
+        assert not [f for f in a.findings if f.severity == "error"]

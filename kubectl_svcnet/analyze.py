@@ -219,7 +219,7 @@ def analyze(
                 )
             f.extend(_check_node(rules.key, fes, node, svc, eps, cluster))
     # Service ports the API has and a node's rules lack entirely.
-    answered = [p.info.name for p in planes if p.info.error is None and p.services]
+    answered = [p.info.name for p in planes if p.info.error is None and p.info.proxy_mode != "unknown"]
     for svc in cluster.services:
         if svc.headless or svc.external_name or not svc.cluster_ips:
             continue

@@ -143,7 +143,7 @@ def _pod_text(b: Backend, namespace: str) -> str:
     return name if ns == namespace else b.pod
 
 
-def _note(route: Route, b: Optional[Backend], wide: bool) -> str:
+def _note(route: Route, b: Optional[Backend], wide: bool, one_node: bool = True) -> str:
     parts = []
     if not wide:
         src = _FROM_WORDS.get(route.source, f"from {route.source}")
@@ -153,7 +153,7 @@ def _note(route: Route, b: Optional[Backend], wide: bool) -> str:
         parts.append(route.verdict.upper())
     elif not route.backends:
         parts.append("not translated")
-    if b is not None and b.local and not wide:
+    if b is not None and b.local and one_node and not wide:
         parts.append("local")
     if route.affinity and not wide:
         parts.append(f"sticky {route.affinity.timeout_seconds}s")
@@ -167,15 +167,11 @@ def table_rows(m: ServiceMap, wide: bool = False) -> List[List[str]]:
         port = f"{v.key.port_name}/{v.key.protocol}" if v.key.port_name else v.key.protocol
         svc = v.key.service
         if not v.frontends:
-            rows.append(
-                [svc, port]
-                + (["", ""] if wide else [])
-                + ["-", "", "", "", "", ""]
-                + (["", ""] if wide else [])
-                + ["no rules on any node"]
-            )
+            blank = ["", "-"] + [""] * 7 if wide else ["-"] + [""] * 4
+            rows.append([svc, port] + blank + ["no rules on any node"])
             continue
         for fe, nodes in group_nodes(v, all_nodes):
+            one_node = nodes != "*" and "," not in nodes  # "local" means local to one node
             for r in fe.routes:
                 items: List[Optional[Backend]] = list(r.backends) or [None]
                 for b in items:
@@ -183,7 +179,7 @@ def table_rows(m: ServiceMap, wide: bool = False) -> List[List[str]]:
                     share = _share(b.probability) if b else ""
                     pod = _pod_text(b, v.key.namespace) if b else ""
                     if wide:
-                        local = "" if b is None or b.local is None else ("yes" if b.local else "no")
+                        local = "" if b is None or b.local is None or not one_node else ("yes" if b.local else "no")
                         aff = f"ClientIP {r.affinity.timeout_seconds}s" if r.affinity else ""
                         rows.append(
                             [
@@ -202,7 +198,9 @@ def table_rows(m: ServiceMap, wide: bool = False) -> List[List[str]]:
                             ]
                         )
                     else:
-                        rows.append([svc, port, frontend_text(fe), nodes, backend, pod, share, _note(r, b, False)])
+                        rows.append(
+                            [svc, port, frontend_text(fe), nodes, backend, pod, share, _note(r, b, False, one_node)]
+                        )
     return rows
 
 

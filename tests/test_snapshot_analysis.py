@@ -1,0 +1,111 @@
+"""The bundled seed cluster, and drift made from it: pods named, node-local backends marked, and
+every disagreement between the rules and the API (or between nodes) reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubectl_svcnet.app import build_map
+from kubectl_svcnet.collect.files import read_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "examples" / "seed-cluster"
+
+
+def codes(smap, key_name):
+    view = next(v for v in smap.services if v.key.name == key_name)
+    return sorted((f.code, f.node) for f in view.findings)
+
+
+def test_db_service_goes_to_the_db_pod_on_every_node():
+    res = build_map(read_snapshot(str(SEED)), only="default/db-service")
+    (view,) = res.service_map.services
+    assert {f.node for f in view.frontends} == {"controlplane", "node01", "node02"}
+    for fe in view.frontends:
+        assert (fe.type, fe.ip, fe.port) == ("ClusterIP", "10.103.132.104", 3306)
+        (route,) = fe.routes
+        (b,) = route.backends
+        assert (b.ip, b.port, b.pod, b.probability) == ("10.244.1.2", 3306, "default/db", 1.0)
+        assert b.local is (fe.node == "node01")
+    assert view.findings == ()
+
+
+def test_seed_cluster_findings():
+    smap = build_map(read_snapshot(str(SEED))).service_map
+    assert codes(smap, "cache") == [("no-endpoints", None)]
+    assert codes(smap, "web-lb") == [("no-local-endpoints", "controlplane")] * 2
+    assert codes(smap, "web") == []
+
+
+@pytest.fixture
+def drifted(tmp_path):
+    snap = tmp_path / "snap"
+    shutil.copytree(SEED, snap)
+    return snap
+
+
+def _edit(path: Path, drop_containing: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(ln for ln in lines if drop_containing not in ln))
+
+
+def test_node_missing_an_endpoint_is_reported(drifted):
+    """node02's kube-proxy stopped syncing before web-...-x6tcn (10.244.2.3) was added."""
+    dump = drifted / "nodes" / "node02" / "iptables-save.txt"
+    # What kube-proxy wrote for two endpoints: the last rule takes the rest, no statistic match.
+    _edit(dump, '"default/web -> 10.244.2.3:8080"')
+    text = dump.read_text()
+    prev = next(ln for ln in text.splitlines() if '"default/web -> 10.244.2.2:8080"' in ln)
+    dump.write_text(text.replace(prev, prev.replace(" -m statistic --mode random --probability 0.50000000000", "")))
+    smap = build_map(read_snapshot(str(drifted))).service_map
+    found = codes(smap, "web")
+    assert ("missing-endpoint", "node02") in found
+    assert ("nodes-disagree", None) in found
+    assert "unreachable-chain" in {f.code for f in smap.findings}  # the orphaned KUBE-SEP chain
+
+
+def test_stale_endpoint_and_unknown_service(drifted):
+    """The API no longer lists db's endpoint, nor the cache Service, but the rules still have them."""
+    eps = json.loads((drifted / "endpointslices.json").read_text())
+    for item in eps["items"]:
+        if item["metadata"]["labels"].get("kubernetes.io/service-name") == "db-service":
+            item["endpoints"] = []
+    (drifted / "endpointslices.json").write_text(json.dumps(eps))
+    svcs = json.loads((drifted / "services.json").read_text())
+    svcs["items"] = [s for s in svcs["items"] if s["metadata"]["name"] != "cache"]
+    (drifted / "services.json").write_text(json.dumps(svcs))
+    smap = build_map(read_snapshot(str(drifted))).service_map
+    assert ("stale-endpoint", "node01") in codes(smap, "db-service")
+    assert ("unknown-service", "node02") in codes(smap, "cache")
+
+
+def test_node_without_the_service_at_all(drifted):
+    _edit(drifted / "nodes" / "node01" / "iptables-save.txt", "default/db-service")
+    smap = build_map(read_snapshot(str(drifted)), only="default/db-service").service_map
+    assert ("missing-service", "node01") in codes(smap, "db-service")
+
+
+def test_readme_main_job_command():
+    r = subprocess.run(
+        [sys.executable, "-m", "kubectl_svcnet", "trace", "db-service", "--snapshot", str(SEED)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "10.103.132.104:3306" in r.stdout and "10.244.1.2:3306" in r.stdout and " db " in r.stdout
+    assert r.stdout.count("DNAT 10.244.1.2:3306") == 3  # one path per node
+
+
+def test_broken_snapshot_file_names_file_and_line(drifted):
+    (drifted / "pods.json").write_text('{"kind": "List",\n "items": [\n oops]}\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "kubectl_svcnet", "map", "--snapshot", str(drifted)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 4
+    assert r.stderr.startswith("error: invalid JSON") and r.stderr.splitlines()[0].endswith("pods.json:3)")

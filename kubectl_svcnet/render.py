@@ -90,6 +90,25 @@ def to_dict(m: ServiceMap) -> Dict[str, Any]:
     }
 
 
+def write_json(doc: Dict[str, Any], out: IO[str]) -> None:
+    """The document with one list item per line: readable, diffable, and encoded by json's C
+    encoder (an indented dump of a 10,000-service map takes the pure-Python one, 20x slower)."""
+    out.write("{\n")
+    keys = list(doc)
+    for n, k in enumerate(keys):
+        v = doc[k]
+        sep = "," if n < len(keys) - 1 else ""
+        if isinstance(v, list) and v:
+            out.write(f"  {json.dumps(k)}: [\n")
+            last = len(v) - 1
+            for i, item in enumerate(v):
+                out.write("    " + json.dumps(item) + (",\n" if i < last else "\n"))
+            out.write(f"  ]{sep}\n")
+        else:
+            out.write(f"  {json.dumps(k)}: {json.dumps(v)}{sep}\n")
+    out.write("}\n")
+
+
 # -- tables ---------------------------------------------------------------------------------------
 _TYPE_TAG = {CLUSTER_IP: "", NODE_PORT: " (NodePort)", EXTERNAL_IP: " (ExternalIP)", LOAD_BALANCER: " (LB)"}
 _FROM_WORDS = {FROM_ANY: "", FROM_CLUSTER: "from pods/nodes", FROM_EXTERNAL: "from outside", FROM_OTHER: "from others"}
@@ -246,8 +265,7 @@ def render(
     """Write the map to `out` in `fmt`. In table forms, findings follow the table (on `err` with
     --no-headers, so stdout stays one row per line)."""
     if fmt == "json":
-        json.dump(to_dict(m), out, indent=2)
-        out.write("\n")
+        write_json(to_dict(m), out)
         return
     if fmt == "yaml":
         import yaml

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from kubectl_svcnet.dataplane.routes import EXTERNAL, LOCAL, POD, RANGE_PREFIX, End, group_routes
 from kubectl_svcnet.errors import DumpParseError
@@ -49,7 +49,7 @@ class Rule:
         "dport_neg", "in_iface", "in_neg", "comment", "target", "goto", "to_destination", "reject_with",
         "probability", "recent", "recent_seconds", "recent_name", "src_type", "src_type_neg",
         "dst_type", "dst_type_neg", "mark", "mark_neg", "set_mark", "ctstate", "ctstate_neg",
-        "unknown",
+        "unknown", "_hop",
     )  # fmt: skip
 
     def __init__(self, line: int, chain: str, text: str):
@@ -69,6 +69,15 @@ class Rule:
         self.ctstate = None
         self.ctstate_neg = False
         self.unknown: Optional[str] = None
+        self._hop: Optional[Hop] = None
+
+    @property
+    def hop(self) -> Hop:
+        """This rule as a step of a path (made once: many paths share it)."""
+        h = self._hop
+        if h is None:
+            h = self._hop = Hop(self.chain, self.line, self.text)
+        return h
 
     def __repr__(self) -> str:
         return f"Rule({self.chain}:{self.line} {self.text!r})"
@@ -78,7 +87,18 @@ def split_args(text: str) -> List[str]:
     """Split a rule like iptables-save prints it: words, and double-quoted strings with \\" escapes."""
     if '"' not in text:
         return text.split()
-    out: List[str] = []
+    if "\\" not in text:
+        # The common case, fast: quotes only delimit (comments); odd pieces are quoted strings.
+        pieces = text.split('"')
+        if len(pieces) % 2 == 1:
+            out = []
+            for k, piece in enumerate(pieces):
+                if k % 2:
+                    out.append(piece)
+                else:
+                    out.extend(piece.split())
+            return out
+    out = []
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -476,17 +496,32 @@ class Packet:
 
 
 class Outcome:
-    """Where a share of the packets ends: `kind` is a terminal target or RETURN (fell off the chain)."""
+    """Where a share of the packets ends: `kind` is a terminal target or RETURN (fell off the chain).
+    `markop` is what the walk did to the packet's mark, as (value, mask): mark = (mark & ~mask) | value,
+    relative to where the walk started, so a memoised walk serves packets with any mark."""
 
-    __slots__ = ("prob", "kind", "rule", "marks", "path", "affinity")
+    __slots__ = ("prob", "kind", "rule", "markop", "path", "affinity")
 
-    def __init__(self, prob: float, kind: str, rule: Optional[Rule], marks: int, path: tuple, affinity):
-        self.prob, self.kind, self.rule, self.marks, self.path, self.affinity = (
-            prob, kind, rule, marks, path, affinity,
+    def __init__(self, prob: float, kind: str, rule: Optional[Rule], markop: Tuple[int, int], path: tuple, affinity):
+        self.prob, self.kind, self.rule, self.markop, self.path, self.affinity = (
+            prob, kind, rule, markop, path, affinity,
         )  # fmt: skip
 
-    def scaled(self, factor: float, prefix: tuple = ()) -> Outcome:
-        return Outcome(self.prob * factor, self.kind, self.rule, self.marks, prefix + self.path, self.affinity)
+
+NO_MARK_OP = (0, 0)
+
+
+def compose(first: Tuple[int, int], then: Tuple[int, int]) -> Tuple[int, int]:
+    """The mark operation `first` followed by `then`."""
+    if then == NO_MARK_OP:
+        return first
+    if first == NO_MARK_OP:
+        return then
+    return ((first[0] & ~then[1]) | then[0], first[1] | then[1])
+
+
+def apply_marks(op: Tuple[int, int], marks: int) -> int:
+    return (marks & ~op[1]) | op[0]
 
 
 def port_matches(spec: str, port: str) -> bool:
@@ -511,9 +546,15 @@ class Walker:
         self.visited: set = set()
         self.unknown: Dict[int, Rule] = {}
         self.loops: List[str] = []
+        self._deps: Dict[Tuple[str, str], FrozenSet[str]] = {}
 
     # -- matching ----------------------------------------------------------------------------
     def src_matches(self, cidr: str, cls: str) -> bool:
+        host = _host(cidr)
+        if host is not None:
+            # One address (an endpoint's hairpin rule, a node IP): no class of client is exactly that,
+            # unless a load-balancer source range names it.
+            return cls.startswith(RANGE_PREFIX) and _contains(cidr, cls[len(RANGE_PREFIX) :])
         n = net(cidr)
         if n.prefixlen == 0:
             return True
@@ -557,24 +598,64 @@ class Walker:
         return True
 
     # -- walking -----------------------------------------------------------------------------
+    def deps(self, table: str, chain: str, stack: Tuple = ()) -> FrozenSet[str]:
+        """The packet fields a chain's outcome depends on, through every chain it jumps to. A walk is
+        memoised on these only: an endpoint chain is walked once, not once per client and frontend."""
+        k = (table, chain)
+        d = self._deps.get(k)
+        if d is not None:
+            return d
+        if k in stack:
+            return ALL_FIELDS
+        found = set()
+        chains = self.dump.tables[table].chains
+        for r in chains.get(chain, ()):
+            if r.proto is not None:
+                found.add("proto")
+            if r.dport is not None:
+                found.add("dport")
+            if r.dst is not None or r.dst_type is not None:
+                found.add("dst")
+            if r.src is not None and _host(r.src) is not None and not r.src_neg:
+                found.add("range")  # one address: only a source-range client can be it
+            elif r.src is not None or r.src_type is not None or r.in_iface is not None:
+                found.add("cls")
+            if r.mark is not None:
+                found.add("marks")
+            if r.target is not None and r.target in chains and r.target != chain:
+                found |= self.deps(table, r.target, stack + (k,))
+        d = frozenset(found)
+        self._deps[k] = d
+        return d
+
     def walk(self, table: str, chain: str, pkt: Packet, depth: int = 0) -> List[Outcome]:
-        key = (table, chain, pkt)
+        d = self.deps(table, chain)
+        key = (
+            table,
+            chain,
+            pkt.dst if "dst" in d else None,
+            pkt.dport if "dport" in d else None,
+            pkt.proto if "proto" in d else None,
+            pkt.cls if "cls" in d or ("range" in d and pkt.cls.startswith(RANGE_PREFIX)) else None,
+            pkt.marks if "marks" in d else None,
+        )
         hit = self.memo.get(key)
         if hit is not None:
             return hit
         self.visited.add((table, chain))
         if depth > 40:
             self.loops.append(chain)
-            return [Outcome(1.0, "RETURN", None, pkt.marks, (), None)]
+            return [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
         t = self.dump.tables[table]
         rules = t.candidates(chain, None if pkt.dst == NODE else pkt.dst, pkt.dport)
-        out = self._walk_rules(table, chain, rules, 0, pkt, depth, None)
+        out = self._walk_rules(table, chain, rules, 0, pkt, NO_MARK_OP, depth, None)
         self.memo[key] = out
         return out
 
-    def _walk_rules(self, table, chain, rules, start, pkt, depth, affinity) -> List[Outcome]:
+    def _walk_rules(self, table, chain, rules, start, pkt, op, depth, affinity) -> List[Outcome]:
         out: List[Outcome] = []
         rem = 1.0
+        chains = self.dump.tables[table].chains
         for i in range(start, len(rules)):
             r = rules[i]
             if not self.matches(r, pkt):
@@ -587,27 +668,30 @@ class Walker:
             tgt = r.target
             if tgt is None or tgt in NON_TERMINAL:
                 if tgt == "MARK" and r.set_mark is not None:
-                    value, mask = r.set_mark
-                    pkt = pkt.with_marks((pkt.marks & ~mask) | value)
+                    op = compose(op, (r.set_mark[0], r.set_mark[1]))
+                    pkt = pkt.with_marks(apply_marks(r.set_mark, pkt.marks))
                 continue
-            hop = Hop(chain, r.line, r.text)
+            hop = r.hop
             if tgt in TERMINAL or tgt == "RETURN":
-                out.append(Outcome(take, tgt, r, pkt.marks, (hop,), affinity))
-            elif tgt in self.dump.tables[table].chains:
+                out.append(Outcome(take, tgt, r, op, (hop,), affinity))
+            elif tgt in chains:
                 back = 0.0
                 for s in self.walk(table, tgt, pkt, depth + 1):
                     if s.kind != "RETURN":
-                        o = s.scaled(take, (hop,))
-                        if o.affinity is None and affinity is not None:
-                            o.affinity = affinity
-                        out.append(o)
+                        aff = s.affinity if s.affinity is not None else affinity
+                        out.append(Outcome(take * s.prob, s.kind, s.rule, compose(op, s.markop), (hop,) + s.path, aff))
                     elif r.goto:
-                        out.append(s.scaled(take, ()))
-                    elif s.marks == pkt.marks:
+                        out.append(Outcome(take * s.prob, "RETURN", None, compose(op, s.markop), s.path, affinity))
+                    elif apply_marks(s.markop, pkt.marks) == pkt.marks:
                         back += s.prob
                     else:
-                        rest = self._walk_rules(table, chain, rules, i + 1, pkt.with_marks(s.marks), depth, affinity)
-                        out.extend(o.scaled(take * s.prob) for o in rest)
+                        marks = apply_marks(s.markop, pkt.marks)
+                        rest = self._walk_rules(
+                            table, chain, rules, i + 1, pkt.with_marks(marks), compose(op, s.markop), depth, affinity
+                        )
+                        for o in rest:
+                            o.prob *= take * s.prob
+                        out.extend(rest)
                 take -= take * back
             else:
                 continue  # undefined chain: reported once by the parser; iptables would not load it
@@ -615,8 +699,11 @@ class Walker:
             if rem <= EPS:
                 return out
         if rem > EPS:
-            out.append(Outcome(rem, "RETURN", None, pkt.marks, (), affinity))
+            out.append(Outcome(rem, "RETURN", None, op, (), affinity))
         return out
+
+
+ALL_FIELDS = frozenset({"dst", "dport", "proto", "cls", "range", "marks"})
 
 
 @lru_cache(maxsize=65536)
@@ -775,7 +862,7 @@ class _Resolver:
         entry = self._entry("nat", nat_hook) or (
             "KUBE-SERVICES" if self.dump.chain("nat", "KUBE-SERVICES") is not None else None
         )
-        outcomes = w.walk("nat", entry, pkt) if entry else [Outcome(1.0, "RETURN", None, 0, (), None)]
+        outcomes = w.walk("nat", entry, pkt) if entry else [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
         for o in outcomes:
             if o.kind == "DNAT":
                 ip, port = _dnat_target(o.rule)
@@ -784,7 +871,7 @@ class _Resolver:
                 ends.append(End(o.kind.lower(), None, None, o.prob, o.path))
             else:
                 # nat left the packet alone: the filter table decides (kube-proxy's REJECT/DROP rules).
-                for f in self._filter(pkt.with_marks(o.marks), cls):
+                for f in self._filter(pkt.with_marks(apply_marks(o.markop, pkt.marks)), cls):
                     ends.append(End(f.verdict, f.ip, f.port, o.prob * f.prob, o.path + f.path))
         return ends
 
@@ -805,7 +892,7 @@ class _Resolver:
                     elif o.kind == "ACCEPT":
                         ends.append(End(FORWARD, None, None, prob * o.prob, path + o.path))
                     else:
-                        nxt.append((prob * o.prob, p.with_marks(o.marks), path))
+                        nxt.append((prob * o.prob, p.with_marks(apply_marks(o.markop, p.marks)), path))
             pending = nxt
         for prob, _, path in pending:
             ends.append(End(FORWARD, None, None, prob, path))

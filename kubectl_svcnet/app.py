@@ -39,7 +39,7 @@ def build_map(inputs: Inputs, only: Optional[str] = None, namespace: Optional[st
             status = ExitStatus.PARTIAL
             continue
         try:
-            plane = read_node(dumps, node, kind, only)
+            plane = read_node(dumps, node, kind, only, cluster)
         except DumpParseError as e:
             planes.append(NodeDataPlane(NodeInfo(node, kind, error=e.one_line())))
             problems.append(f"node {node}: {e.one_line()}")

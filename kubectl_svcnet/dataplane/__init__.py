@@ -15,6 +15,8 @@ from kubectl_svcnet.model import NodeDataPlane, NodeInfo, ServiceRules
 IPTABLES = "iptables"
 NFT_TEXT = "nft"
 NFT_JSON = "nft-json"
+IPVSADM = "ipvsadm"
+IPSET = "ipset"
 _NFT_TABLE = re.compile(r"^table (ip|ip6|inet|arp|bridge|netdev) \S+ \{", re.M)
 
 
@@ -29,34 +31,65 @@ def detect_format(text: str) -> Optional[str]:
         return IPTABLES
     if _NFT_TABLE.search(text[:65536]):
         return NFT_TEXT
+    from kubectl_svcnet.dataplane import ipvs
+
+    if ipvs.looks_like_ipvsadm(text):
+        return IPVSADM
+    if ipvs.looks_like_ipset(text):
+        return IPSET
     return None
 
 
 def read_node(
-    dumps: Sequence[Tuple[str, str]], node: str, source_kind: str = "file", only: Optional[str] = None
+    dumps: Sequence[Tuple[str, str]],
+    node: str,
+    source_kind: str = "file",
+    only: Optional[str] = None,
+    cluster=None,
 ) -> NodeDataPlane:
     """Parse and resolve all (text, source) dumps of one node. Raises DumpParseError for a dump
-    that is not one at all."""
-    ipt, nfts = [], []
-    for text, source in dumps:
-        fmt = detect_format(text)
+    that is not one at all. `cluster` (model.Cluster, optional) names IPVS virtual servers and gives
+    userspace-mode portals their endpoints."""
+    ipt, nfts, ipvs_dumps = [], [], []
+    formats = [(detect_format(text), text, source) for text, source in dumps]
+    if any(f in (IPVSADM, IPSET) for f, _, _ in formats):
+        only_ipt = None  # IPVS-mode iptables rules name no service: read them whole
+    else:
+        only_ipt = only
+    for fmt, text, source in formats:
         if fmt is None:
             raise DumpParseError(
-                "not a kube-proxy dump: expected iptables-save, nft list ruleset or nft -j output",
+                "not a kube-proxy dump: expected iptables-save, nft list ruleset or nft -j output,"
+                " ipvsadm-save -n or ipset output",
                 source,
                 1 if text.strip() else 0,
             )
-        if fmt == IPTABLES:
+        if fmt in (IPVSADM, IPSET):
+            ipvs_dumps.append((text, source))
+        elif fmt == IPTABLES:
             from kubectl_svcnet.dataplane.iptables import parse_iptables, parse_iptables_for
 
             # For one Service, read only the lines it can touch (fast on 10,000-service nodes).
-            sparse = parse_iptables_for(text, source, only) if only else None
+            sparse = parse_iptables_for(text, source, only_ipt) if only_ipt else None
             ipt.append(sparse if sparse is not None else parse_iptables(text, source))
         else:
             from kubectl_svcnet.dataplane.nft import parse_nft
 
             nfts.append(parse_nft(text, source))
     planes: List[NodeDataPlane] = []
+    if ipvs_dumps:
+        from kubectl_svcnet.dataplane.ipvs import parse_ipvs, resolve_ipvs
+
+        data = parse_ipvs(ipvs_dumps, ipt)
+        if data.active or not ipt:
+            planes.append(resolve_ipvs(data, node, source_kind, only, cluster))
+            ipt = []
+    if ipt:
+        from kubectl_svcnet.dataplane.userspace import looks_like_userspace, resolve_userspace
+
+        if looks_like_userspace(ipt):
+            planes.append(resolve_userspace(ipt, node, source_kind, only, cluster))
+            ipt = []
     if ipt:
         from kubectl_svcnet.dataplane.iptables import resolve_iptables
 

@@ -97,6 +97,34 @@ def trace(name, from_file, snapshot, kubeconfig, context, output, no_headers, de
     _emit(result, output, no_headers, paths=output in ("table", "wide"))
 
 
+@svcnet.command("ranges")
+@_input_options
+def ranges_cmd(from_file, snapshot, kubeconfig, context, output, no_headers, debug) -> None:
+    """The cluster's service and pod ranges and node-port range, each with its source, and their overlaps."""
+    from kubectl_svcnet.collect import files
+    from kubectl_svcnet.errors import InputError
+    from kubectl_svcnet.ranges import answers_from_objects, compute_ranges
+    from kubectl_svcnet.render_ranges import render_ranges
+
+    if from_file:
+        raise UsageError("ranges reads API objects, not node dumps: give --snapshot DIR")
+    if not snapshot:
+        raise UsageError(
+            "no input: give --snapshot DIR",
+            hint="reading a live cluster (API + SSH) is not available in this version",
+        )
+    inputs = files.read_snapshot(snapshot)
+    if not inputs.objects:
+        raise InputError("snapshot has no API objects (ranges reads Nodes, Pods, ConfigMaps …)", where=snapshot)
+    result = compute_ranges(inputs.objects, answers_from_objects(inputs.objects))
+    render_ranges(result, sys.stdout, output, no_headers, err=sys.stderr)
+    sys.stdout.flush()
+    for line in result.problems:
+        click.echo(f"error: {line}", err=True)
+    if result.status != ExitStatus.OK:
+        raise SystemExit(int(result.status))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run the command, turn every error into one stderr line and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

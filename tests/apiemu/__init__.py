@@ -1,0 +1,50 @@
+"""apiemu: a kube-apiserver stand-in for tests (HTTPS on 127.0.0.1, a CA of its own, a real
+kubeconfig). Never part of the package: kubectl_svcnet must not import it. See server.py."""
+
+from tests.apiemu.server import ApiEmulator, Fault, Request, Rule
+from tests.apiemu.status import EXPIRED_CONTINUE
+
+__all__ = ["ApiEmulator", "EXPIRED_CONTINUE", "Fault", "Request", "Rule", "endpoints_from_slices"]
+
+
+def endpoints_from_slices(slices):
+    """core/v1 Endpoints for EndpointSlices, as the endpoint controllers keep them in step (for
+    emulating a server without discovery.k8s.io/v1)."""
+    by_svc = {}
+    for s in slices:
+        meta = s.get("metadata") or {}
+        svc = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+        if not svc:
+            continue
+        ns = meta.get("namespace") or "default"
+        ports = [{k: p[k] for k in ("name", "port", "protocol") if p.get(k) is not None} for p in s.get("ports") or []]
+        ready, not_ready = [], []
+        for e in s.get("endpoints") or []:
+            ok = (e.get("conditions") or {}).get("ready", True) is not False
+            for ip in e.get("addresses") or []:
+                a = {"ip": ip}
+                if e.get("nodeName"):
+                    a["nodeName"] = e["nodeName"]
+                if e.get("targetRef"):
+                    a["targetRef"] = e["targetRef"]
+                (ready if ok else not_ready).append(a)
+        subsets = []
+        if ports and (ready or not_ready):
+            sub = {"ports": ports}
+            if ready:
+                sub["addresses"] = ready
+            if not_ready:
+                sub["notReadyAddresses"] = not_ready
+            subsets.append(sub)
+        key = (ns, svc)
+        labels = dict(meta.get("labels") or {})
+        ep = by_svc.setdefault(key, {"apiVersion": "v1", "kind": "Endpoints",
+                                     "metadata": {"name": svc, "namespace": ns, "labels": labels},
+                                     "subsets": []})  # fmt: skip
+        ep["metadata"]["labels"].pop("kubernetes.io/service-name", None)
+        ep["metadata"]["labels"].pop("endpointslice.kubernetes.io/managed-by", None)
+        ep["subsets"].extend(subsets)
+    for ep in by_svc.values():
+        if not ep["subsets"]:
+            del ep["subsets"]
+    return list(by_svc.values())

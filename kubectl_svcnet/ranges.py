@@ -313,7 +313,7 @@ def answer_from_status(
     read from the answer when not given (details.causes[].field, the message)."""
     message = str(status.get("message") or "")
     code = status.get("code")
-    code = int(code) if isinstance(code, (int, str)) and str(code).isdigit() else None
+    code = int(code) if isinstance(code, (int, str)) and str(code).isdecimal() else None
     probe = probe or _probe_of(status, message)
     if family is None and probe == PROBE_CLUSTER_IP:
         cidrs = parse_dry_run_ip_error(message)
@@ -542,7 +542,7 @@ def _read_pod(read: _Read, o: Dict[str, Any]) -> None:
             generic = flags.get("node-cidr-mask-size")
             for fam, default in ((IPV4, 24), (IPV6, 64)):
                 v = flags.get(f"node-cidr-mask-size-{fam.lower()}") or generic
-                if v is not None and v.isdigit():
+                if v is not None and v.isdecimal():
                     read.mask_sizes[fam] = int(v)
                 elif v is None:
                     read.mask_sizes[fam] = default

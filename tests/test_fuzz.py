@@ -44,7 +44,7 @@ def test_truncated_dumps(dump, data):
 
 
 _TOKENS = ["-j", "-g", "!", "-m", "--probability", "--dport", '"', "--to-destination", "-A", ":", "*nat", "COMMIT",
-           "{", "}", "goto", "vmap", "numgen", "0.5", "abc", "-s", "/", "::", "[", "]", "--comment", "\\"]  # fmt: skip
+           "{", "}", "goto", "vmap", "numgen", "0.5", "abc", "-s", "/", "::", "[", "]", "--comment", "\\", "²", "٣"]  # fmt: skip
 
 
 @SETTINGS

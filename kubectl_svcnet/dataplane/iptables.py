@@ -290,7 +290,7 @@ class Table:
             idx = {}
             for pos, r in enumerate(rules):
                 host = r.dst_host if r.dst_type is None else None
-                port = r.dport if (r.dport and not r.dport_neg and r.dport.isdigit()) else None
+                port = r.dport if (r.dport and not r.dport_neg and r.dport.isdecimal()) else None
                 idx.setdefault((host, port), []).append(pos)
             self._index[chain] = idx
         positions: List[int] = []
@@ -782,7 +782,7 @@ def _seeds(dump: IptablesDump, only: Optional[str]) -> Tuple[Dict[tuple, _Seed],
 
     def add(r: Rule, typ: str, ip: Optional[str], rank: int) -> None:
         key = service_key(r.comment, r.proto)
-        if key is None or r.dport is None or not r.dport.isdigit():
+        if key is None or r.dport is None or not r.dport.isdecimal():
             return
         if only is not None and key.service != only:
             return
@@ -826,7 +826,7 @@ def _seeds(dump: IptablesDump, only: Optional[str]) -> Tuple[Dict[tuple, _Seed],
                 add(r, LOAD_BALANCER, r.dst_host, 1)
         for r in flt.chains.get("KUBE-NODEPORTS", ()):
             key = service_key(r.comment, r.proto)
-            if key and r.comment and r.comment.endswith("health check node port") and r.dport and r.dport.isdigit():
+            if key and r.comment and r.comment.endswith("health check node port") and r.dport and r.dport.isdecimal():
                 if only is None or key.service == only:
                     health[key] = int(r.dport)
     return seeds, health, nodeport_addrs
@@ -838,7 +838,7 @@ def _dnat_target(r: Rule) -> Tuple[Optional[str], Optional[int]]:
         host, _, port = dest[1:].partition("]:")
     else:
         host, _, port = dest.rpartition(":") if dest.count(":") == 1 else (dest, "", "")
-    return (host or None), (int(port) if port.isdigit() else None)
+    return (host or None), (int(port) if port.isdecimal() else None)
 
 
 class _Resolver:

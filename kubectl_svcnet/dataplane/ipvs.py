@@ -250,7 +250,7 @@ def _addr_port(value: str, source: str, lineno: int, default_port: Optional[int]
         if default_port is None:
             raise DumpParseError(f"address without a port: {value!r}", source, lineno)
         return ip, default_port
-    if not port.isdigit() or int(port) > 65535:
+    if not port.isdecimal() or int(port) > 65535:
         raise DumpParseError(
             f"not a numeric port: {value!r}", source, lineno, hint="dump with `ipvsadm-save -n` (or -Ln)"
         )
@@ -258,7 +258,7 @@ def _addr_port(value: str, source: str, lineno: int, default_port: Optional[int]
 
 
 def _int(value: Optional[str], what: str, source: str, lineno: int) -> int:
-    if value is None or not value.isdigit():
+    if value is None or not value.isdecimal():
         raise DumpParseError(f"{what} is not a number: {value!r}", source, lineno)
     return int(value)
 
@@ -357,7 +357,7 @@ def _save_line(s: str, source: str, lineno: int, data: IpvsData, current: Option
             opts[a] = nxt
             i += 2
         elif a in ("-p", "--persistent"):
-            if nxt is not None and nxt.isdigit():
+            if nxt is not None and nxt.isdecimal():
                 opts["-p"] = nxt
                 i += 2
             else:
@@ -414,7 +414,7 @@ def _list_virtual(s: str, columns: str, source: str, lineno: int, data: IpvsData
     netmask = None
     known = columns in ("default", "persistent-conn", "thresholds")
     if known:
-        if not rest or rest[0].isdigit():
+        if not rest or rest[0].isdecimal():
             raise DumpParseError("virtual server line without a scheduler", source, lineno)
         sched = rest[0]
         j = 1
@@ -555,7 +555,7 @@ def _split_entry(set_type: str, entry: str) -> Optional[tuple]:
     parts = entry.split(",")
     if set_type.startswith("bitmap:port"):
         p = entry.rpartition(":")[2] if ":" in entry else entry
-        return (int(p),) if p.isdigit() and int(p) <= 65535 else None
+        return (int(p),) if p.isdecimal() and int(p) <= 65535 else None
     if len(parts) != len(kinds):
         return None
     out: list = []
@@ -572,7 +572,7 @@ def _split_entry(set_type: str, entry: str) -> Optional[tuple]:
             m = _PROTO_PORT.match(part)
             if m:
                 out.append((m.group(1), int(m.group(2))))
-            elif part.isdigit():
+            elif part.isdecimal():
                 out.append(("tcp", int(part)))
             else:
                 return None

@@ -194,7 +194,7 @@ def _brace_delta(line: str) -> Optional[int]:
 def _strip_handle(line: str) -> str:
     """Drop the `` # handle N`` that ``nft -a`` appends."""
     at = line.rfind("# handle ")
-    if at >= 0 and line[at + 9 :].strip().isdigit() and line[:at].count('"') % 2 == 0:
+    if at >= 0 and line[at + 9 :].strip().isdecimal() and line[:at].count('"') % 2 == 0:
         return line[:at].rstrip()
     return line
 
@@ -203,7 +203,7 @@ def _handle_of(line: str) -> Optional[int]:
     at = line.rfind("# handle ")
     if at >= 0:
         rest = line[at + 9 :].strip()
-        if rest.isdigit():
+        if rest.isdecimal():
             return int(rest)
     return None
 
@@ -247,7 +247,7 @@ def parse_duration(text: str) -> Optional[int]:
     text = text.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isdecimal():
         return int(text)
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     total = 0.0
@@ -255,7 +255,7 @@ def parse_duration(text: str) -> Optional[int]:
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch.isdigit():
+        if ch.isdecimal():
             num += ch
         elif text.startswith("ms", i) and num:
             total += int(num) / 1000.0
@@ -843,7 +843,7 @@ def analyse_rule(text: str) -> _Analysed:  # noqa: C901 - a small recursive-desc
         elif t in ("log", "notrack"):
             i = n if t == "log" else i + 1
         elif t == "numgen":
-            if i + 3 >= n or toks[i + 1] not in ("random", "inc") or toks[i + 2] != "mod" or not toks[i + 3].isdigit():
+            if i + 3 >= n or toks[i + 1] not in ("random", "inc") or toks[i + 2] != "mod" or not toks[i + 3].isdecimal():
                 return unknown(i)
             mod = int(toks[i + 3])
             i += 4
@@ -961,11 +961,11 @@ def _parse_dnat(target: str) -> Optional[Tuple[str, Optional[int]]]:
             return None
         ip = target[1:end]
         rest = target[end + 1 :]
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdecimal() else None
         return ip, port
     if target.count(":") == 1:
         ip, _, port = target.partition(":")
-        return ip, int(port) if port.isdigit() else None
+        return ip, int(port) if port.isdecimal() else None
     return target, None
 
 
@@ -1263,7 +1263,7 @@ class _Resolver:
                 buckets: Dict[str, int] = {}
                 covered: Set[int] = set()
                 for k, verdict in act.entries:
-                    if not k.isdigit() or int(k) >= act.mod or int(k) in covered:
+                    if not k.isdecimal() or int(k) >= act.mod or int(k) in covered:
                         continue
                     covered.add(int(k))
                     buckets[verdict] = buckets.get(verdict, 0) + 1
@@ -1650,7 +1650,7 @@ def _resolve_table(  # noqa: C901 - the dispatch maps, one after another
         return only is None or key.service == only
 
     def port_of(text: str) -> Optional[int]:
-        return int(text) if text.isdigit() else None
+        return int(text) if text.isdecimal() else None
 
     seen_service_keys: Set[Tuple[str, ...]] = set()
     for elem in elements(SERVICE_IPS):

@@ -92,7 +92,7 @@ def _proxy_target(r: Rule) -> Tuple[Optional[str], Optional[int]]:
             host, _, port = dest[1:].partition("]:")
         else:
             host, _, port = dest.rpartition(":")
-        return host or None, int(port) if port.isdigit() else None
+        return host or None, int(port) if port.isdecimal() else None
     return None, None
 
 
@@ -124,7 +124,7 @@ def resolve_userspace(
         for chain in PORTAL_CHAINS:
             for r in dump.chain("nat", chain) or ():
                 key = service_key(r.comment, r.proto)
-                if key is None or r.dport is None or not r.dport.isdigit():
+                if key is None or r.dport is None or not r.dport.isdecimal():
                     continue
                 if only is not None and key.service != only:
                     continue

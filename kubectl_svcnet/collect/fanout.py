@@ -1,0 +1,195 @@
+"""Many nodes at once: bounded parallelism, one result or one error per node, bounded time.
+
+    results = collect_nodes({"node01": "10.0.0.11", ...}, SSHRunnerFactory(opts), parallel=16,
+                            timeout=300, progress=terminal_progress(sys.stderr))
+    for name, r in results.items():
+        r.value (NodeDumps) if r.ok else r.error (NodeAccessError)
+
+Threads (paramiko is blocking). Workers are daemon threads fed from a queue; the calling thread
+waits for their answers, calls `progress` (always from the calling thread), and stops waiting at the
+overall deadline: a node without an answer by then gets an error, its runner is closed (which ends
+its blocked I/O), and nothing waits for it. One node's error, hang or crash never touches another's.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Generic, Iterable, List, Mapping, Optional, TextIO, TypeVar
+
+from kubectl_svcnet.collect.runner import Runner
+from kubectl_svcnet.errors import NodeAccessError, SvcnetError
+
+DEFAULT_PARALLEL = 16
+DEFAULT_TIMEOUT = 300.0  # seconds for the whole fan-out
+
+T = TypeVar("T")
+
+
+@dataclass
+class NodeResult(Generic[T]):
+    node: str
+    value: Optional[T] = None
+    error: Optional[SvcnetError] = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One node finished: how far the fan-out is."""
+
+    done: int
+    total: int
+    failed: int
+    node: str
+    ok: bool
+    seconds: float
+
+    def line(self) -> str:
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"reading nodes: {self.done}/{self.total}{failed}"
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def terminal_progress(stream: TextIO) -> Optional[ProgressFn]:
+    """A progress callback that rewrites one line on `stream`, or None when it is not a terminal."""
+    try:
+        if not stream.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+
+    def show(p: Progress) -> None:
+        end = "\n" if p.done == p.total else ""
+        stream.write("\r\x1b[K" + p.line() + end)
+        stream.flush()
+
+    return show
+
+
+def _as_error(e: BaseException, node: str) -> SvcnetError:
+    if isinstance(e, SvcnetError):
+        if e.where is None:
+            e.where = node
+        return e
+    err = NodeAccessError(f"unexpected {type(e).__name__}: {e}", where=node)
+    err.__cause__ = e
+    return err
+
+
+def run_all(
+    nodes: Iterable[str],
+    work: Callable[[str], T],
+    parallel: int = DEFAULT_PARALLEL,
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[Callable[[str], None]] = None,
+) -> Dict[str, NodeResult[T]]:
+    """`work(node)` for every node, at most `parallel` at a time, all within `timeout` seconds.
+    Returns one NodeResult per node, in the order given. `cancel(node)` is called for every node still
+    running at the deadline (to close its connection)."""
+    names: List[str] = list(dict.fromkeys(nodes))
+    results: Dict[str, NodeResult[T]] = {}
+    if not names:
+        return results
+    parallel = max(1, min(int(parallel), len(names)))
+    todo: queue.Queue = queue.Queue()
+    for n in names:
+        todo.put(n)
+    done: queue.Queue = queue.Queue()
+    started: Dict[str, float] = {}
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                node = todo.get_nowait()
+            except queue.Empty:
+                return
+            t0 = time.monotonic()
+            started[node] = t0
+            try:
+                value = work(node)
+                done.put(NodeResult(node, value=value, seconds=time.monotonic() - t0))
+            except BaseException as e:  # noqa: BLE001 - every failure becomes this node's error
+                done.put(NodeResult(node, error=_as_error(e, node), seconds=time.monotonic() - t0))
+
+    threads = [threading.Thread(target=worker, name=f"svcnet-node-{i}", daemon=True) for i in range(parallel)]
+    for t in threads:
+        t.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failed = 0
+    try:
+        while len(results) < len(names):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                r = done.get(timeout=left if left is not None else 1.0)
+            except queue.Empty:
+                continue
+            results[r.node] = r
+            failed += 0 if r.ok else 1
+            if progress is not None:
+                progress(Progress(len(results), len(names), failed, r.node, r.ok, r.seconds))
+    finally:
+        stop.set()
+        late = [n for n in names if n not in results]
+        now = time.monotonic()
+        for n in late:
+            if n in started and cancel is not None:
+                try:
+                    cancel(n)
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+            how = "still running" if n in started else "never started"
+            results[n] = NodeResult(
+                n,
+                error=NodeAccessError(f"no answer within {timeout:g}s for all nodes ({how})", where=n),
+                seconds=now - started.get(n, now),
+            )
+    return {n: results[n] for n in names}
+
+
+RunnerFactory = Callable[[str, str], Runner]  # (node name, address) -> Runner
+
+
+def collect_nodes(
+    nodes: Mapping[str, str],
+    runner_factory: RunnerFactory,
+    parallel: int = DEFAULT_PARALLEL,
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
+    progress: Optional[ProgressFn] = None,
+    collect: Optional[Callable[[Runner, str], Any]] = None,
+) -> Dict[str, NodeResult[Any]]:
+    """`nodecmds.collect_node` on every node (name -> address), each through its own runner, which
+    is always closed. Returns name -> NodeResult(value=NodeDumps | error=NodeAccessError)."""
+    if collect is None:
+        from kubectl_svcnet.collect.nodecmds import collect_node as collect
+    runners: Dict[str, Runner] = {}
+    lock = threading.Lock()
+
+    def work(node: str) -> Any:
+        runner = runner_factory(node, nodes[node])
+        with lock:
+            runners[node] = runner
+        try:
+            return collect(runner, node)
+        finally:
+            runner.close()
+
+    def cancel(node: str) -> None:
+        with lock:
+            runner = runners.get(node)
+        if runner is not None:
+            runner.close()
+
+    return run_all(list(nodes), work, parallel=parallel, timeout=timeout, progress=progress, cancel=cancel)

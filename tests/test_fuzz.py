@@ -43,8 +43,10 @@ def test_truncated_dumps(dump, data):
     read_or_parse_error(dump[:cut])
 
 
-_TOKENS = ["-j", "-g", "!", "-m", "--probability", "--dport", '"', "--to-destination", "-A", ":", "*nat", "COMMIT",
-           "{", "}", "goto", "vmap", "numgen", "0.5", "abc", "-s", "/", "::", "[", "]", "--comment", "\\", "²", "٣"]  # fmt: skip
+_TOKENS = [
+    "-j", "-g", "!", "-m", "--probability", "--dport", '"', "--to-destination", "-A", ":", "*nat", "COMMIT",
+    "{", "}", "goto", "vmap", "numgen", "0.5", "abc", "-s", "/", "::", "[", "]", "--comment", "\\", "²", "٣",
+]  # fmt: skip
 
 
 @SETTINGS

@@ -843,7 +843,12 @@ def analyse_rule(text: str) -> _Analysed:  # noqa: C901 - a small recursive-desc
         elif t in ("log", "notrack"):
             i = n if t == "log" else i + 1
         elif t == "numgen":
-            if i + 3 >= n or toks[i + 1] not in ("random", "inc") or toks[i + 2] != "mod" or not toks[i + 3].isdecimal():
+            if (
+                i + 3 >= n
+                or toks[i + 1] not in ("random", "inc")
+                or toks[i + 2] != "mod"
+                or not toks[i + 3].isdecimal()
+            ):
                 return unknown(i)
             mod = int(toks[i + 3])
             i += 4

@@ -936,6 +936,14 @@ def resolve_iptables(
             per_class = {cls: res.ends(seed, cls) for cls in classes}
             fe_findings = _drop_unhandled(per_class, seed, node)
             routes = group_routes(per_class)
+            for r in routes:
+                share = sum(b.probability for b in r.backends)
+                if r.backends and share < 1 - 1e-6:
+                    where = f"{seed.ip}:{seed.port}" if seed.ip else f"node port {seed.port}"
+                    fe_findings.append(
+                        Finding("warning", "partial-route", f"{seed.type} {where} from {r.source}: {1 - share:.0%} "
+                                "of new connections reach no backend (damaged or cut chain?)", node)  # fmt: skip
+                    )
             services.setdefault(seed.key, []).append(Frontend(seed.type, seed.ip, seed.port, node, routes))
             svc_findings.setdefault(seed.key, []).extend(fe_findings)
         w = res.walker

@@ -79,9 +79,10 @@ def make_route(source: str, ends: Sequence[End]) -> Route:
         main = max(others, key=lambda e: e.prob) if others else End(DROP, None, None, 1.0, ())
         return Route(source=source, verdict=main.verdict, path=main.path)
     prefix = _common_prefix([e.path for e in forward])
-    total = sum(e.prob for e in forward)
+    # Real shares, not renormalised: if some connections end elsewhere (a damaged chain), the
+    # backends' shares sum to less than 1 and the resolver says so in a finding.
     backends = tuple(
-        Backend(ip=e.ip, port=e.port, probability=e.prob / total if total else 0.0, path=e.path[len(prefix) :])
+        Backend(ip=e.ip, port=e.port, probability=e.prob, path=e.path[len(prefix) :])
         for e in sorted(forward, key=lambda e: e.path[len(prefix)].line if len(e.path) > len(prefix) else 0)
     )  # type: ignore[arg-type]
     timeouts = [e.affinity for e in forward if e.affinity]

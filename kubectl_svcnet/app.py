@@ -5,7 +5,7 @@ the others."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.errors import DumpParseError, ExitStatus, NotFoundError
@@ -61,3 +61,77 @@ def build_map(inputs: Inputs, only: Optional[str] = None, namespace: Optional[st
             hint="check -n/--namespace, or list services with `kubectl svcnet map`",
         )
     return RunResult(smap, status, problems)
+
+
+def kube_proxy_versions(objects: List[dict]) -> Dict[str, str]:
+    """node name -> the kube-proxy version its pod runs (the image tag), from the API's Pods."""
+    from kubectl_svcnet.objects import flatten
+
+    out: Dict[str, str] = {}
+    for o in flatten(objects):
+        meta = o.get("metadata") or {}
+        if o.get("kind") != "Pod" or (meta.get("labels") or {}).get("k8s-app") != "kube-proxy":
+            continue
+        spec = o.get("spec") or {}
+        for c in spec.get("containers") or []:
+            image = str(c.get("image") or "")
+            if c.get("name") == "kube-proxy" and spec.get("nodeName"):
+                tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else image
+                out[spec["nodeName"]] = tag.split("@", 1)[0]
+    return out
+
+
+def node_rows(smap: ServiceMap, objects: List[dict]) -> List[Dict[str, object]]:
+    """`kubectl svcnet nodes`: one row per node, from what its rules hold."""
+    versions = kube_proxy_versions(objects)
+    services: Dict[str, set] = {}
+    endpoints: Dict[str, set] = {}
+    for v in smap.services:
+        for fe in v.frontends:
+            services.setdefault(fe.node, set()).add(v.key)
+            for r in fe.routes:
+                endpoints.setdefault(fe.node, set()).update((b.ip, b.port) for b in r.backends)
+    return [
+        {
+            "name": n.name,
+            "source": n.source,
+            "proxyMode": n.proxy_mode,
+            "iptablesBackend": n.iptables_backend,
+            "kubeProxyVersion": versions.get(n.name),
+            "servicePorts": len(services.get(n.name, ())),
+            "endpoints": len(endpoints.get(n.name, ())),
+            "error": n.error,
+        }
+        for n in smap.nodes
+    ]
+
+
+def write_snapshot(inputs: Inputs, directory: str) -> int:
+    """Write a run's inputs in the layout `--snapshot` reads: one List file per kind, and
+    nodes/<node>/<command>.txt per dump. Returns how many files were written."""
+    import json
+    from pathlib import Path
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    from kubectl_svcnet.objects import flatten
+
+    by_kind: Dict[str, List[dict]] = {}
+    for o in flatten(inputs.objects):
+        by_kind.setdefault(str(o.get("kind") or "Object"), []).append(o)
+    count = 0
+    for kind, items in sorted(by_kind.items()):
+        doc = {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}}
+        (root / f"{kind.lower()}s.json").write_text(json.dumps(doc, indent=2) + "\n")
+        count += 1
+    for node, dumps in sorted(inputs.nodes.items()):
+        if not dumps:
+            continue
+        nd = root / "nodes" / node
+        nd.mkdir(parents=True, exist_ok=True)
+        for i, (text, source) in enumerate(dumps):
+            label = source.rsplit(":", 1)[-1] if ":" in source else f"dump{i}"
+            safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip(".") or f"dump{i}"
+            (nd / f"{safe}.txt").write_text(text)
+            count += 1
+    return count

@@ -7,7 +7,7 @@ Start-up time counts (kubectl runs the plugin for every call): the offline path 
 from __future__ import annotations
 
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import click
 
@@ -17,34 +17,91 @@ from kubectl_svcnet.errors import ExitStatus, SvcnetError, UsageError
 OUTPUTS = ("table", "wide", "json", "yaml")
 
 
+# Every option of a data-reading command, in --help order (click applies decorators bottom-up).
+_INPUT_OPTIONS = [
+    click.option("--from-file", "from_file", multiple=True, metavar="[NODE=]PATH",
+                 help="A node's iptables-save / nft / ipvsadm dump; repeatable; '-' reads stdin."),
+    click.option("--snapshot", metavar="DIR", help="Read a snapshot directory (API objects + nodes/<node>/ dumps)."),
+    click.option("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
+    click.option("--context", metavar="NAME", help="kubeconfig context."),
+    click.option("--cluster", metavar="NAME", help="kubeconfig cluster."),
+    click.option("--user", metavar="NAME", help="kubeconfig user."),
+    click.option("--request-timeout", metavar="DURATION", default="0", show_default=True,
+                 help="API request timeout (0: none), e.g. 5s, 1m."),
+    click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node; repeatable."),
+    click.option("-l", "--node-selector", metavar="SELECTOR", help="Only nodes with these labels (k=v,k!=v,k)."),
+    click.option("--address-type", type=click.Choice(["InternalIP", "ExternalIP", "Hostname"]),
+                 default="InternalIP", show_default=True, help="Which node address to SSH to."),
+    click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True,
+                 help="Nodes read at once."),
+    click.option("--ssh-user", metavar="USER", help="SSH user (default: ~/.ssh/config, else yours)."),
+    click.option("--ssh-port", type=click.IntRange(1, 65535), help="SSH port (default: ~/.ssh/config, else 22)."),
+    click.option("--ssh-key", "ssh_keys", multiple=True, metavar="PATH", help="SSH private key; repeatable."),
+    click.option("--ssh-config", metavar="PATH", help="ssh_config file (default ~/.ssh/config; 'none' ignores it)."),
+    click.option("--ssh-known-hosts", "ssh_known_hosts", multiple=True, metavar="PATH",
+                 help="Extra known_hosts file; repeatable."),
+    click.option("--ssh-jump", metavar="USER@HOST[:PORT]", help="Reach nodes through this bastion."),
+    click.option("--sudo", is_flag=True, help="Run the node commands with sudo -n (for non-root SSH users)."),
+    click.option("--ssh-insecure-skip-host-key-check", "ssh_insecure", is_flag=True,
+                 help="Accept any host key (not safe: only for throwaway clusters)."),
+    click.option("--ssh-connect-timeout", type=float, default=10.0, show_default=True, help="Seconds per node."),
+    click.option("--ssh-timeout", type=float, default=60.0, show_default=True, help="Seconds per node command."),
+    click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True,
+                 help="Output format."),
+    click.option("--no-headers", is_flag=True, help="Print tables without headers (findings go to stderr)."),
+    click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors."),
+]  # fmt: skip
+
+
 def _input_options(f):
-    f = click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")(f)
-    f = click.option("--no-headers", is_flag=True, help="Print tables without headers (findings go to stderr).")(f)
-    f = click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True,
-                     help="Output format.")(f)  # fmt: skip
-    f = click.option("--context", "context", metavar="NAME", help="kubeconfig context (live clusters).")(f)
-    f = click.option("--kubeconfig", metavar="PATH", help="kubeconfig file (live clusters).")(f)
-    f = click.option(
-        "--snapshot", metavar="DIR", help="Read a snapshot directory (API objects + nodes/<node>/ dumps)."
-    )(f)
-    f = click.option("--from-file", "from_file", multiple=True, metavar="[NODE=]PATH",
-                     help="A node's iptables-save / nft dump; repeatable; '-' reads stdin.")(f)  # fmt: skip
+    for opt in reversed(_INPUT_OPTIONS):
+        f = opt(f)
     return f
 
 
-def _read_inputs(from_file: Sequence[str], snapshot: Optional[str], kubeconfig: Optional[str], context: Optional[str]):
+def _live_options(o: dict, namespace: Optional[str], all_namespaces: bool):
+    from kubectl_svcnet.collect.live import LiveOptions
+
+    ssh = {
+        "user": o["ssh_user"],
+        "port": o["ssh_port"],
+        "key_files": tuple(o["ssh_keys"]),
+        "known_hosts": tuple(o["ssh_known_hosts"]),
+        "insecure_skip_host_key_check": o["ssh_insecure"],
+        "jump": o["ssh_jump"],
+        "sudo": o["sudo"],
+        "connect_timeout": o["ssh_connect_timeout"],
+        "command_timeout": o["ssh_timeout"],
+    }
+    if o["ssh_config"]:
+        ssh["ssh_config"] = None if o["ssh_config"] == "none" else o["ssh_config"]
+    return LiveOptions(
+        kubeconfig=o["kubeconfig"], context=o["context"], cluster=o["cluster"], user=o["user"],
+        namespace=namespace, all_namespaces=all_namespaces, request_timeout=o["request_timeout"],
+        nodes=tuple(o["nodes"]), node_selector=o["node_selector"], address_type=o["address_type"],
+        parallel=o["parallel"], ssh=ssh,
+    )  # fmt: skip
+
+
+def _read_inputs(o: dict, namespace: Optional[str] = None, all_namespaces: bool = False,
+                 service: Optional[str] = None):  # fmt: skip
+    """The run's inputs and the namespace it is about: files, a snapshot, or the live cluster."""
     from kubectl_svcnet.collect import files
 
-    if from_file and snapshot:
+    if o["from_file"] and o["snapshot"]:
         raise UsageError("use either --from-file or --snapshot, not both")
-    if snapshot:
-        return files.read_snapshot(snapshot)
-    if from_file:
-        return files.read_from_files(list(from_file))
-    raise UsageError(
-        "no input: give --snapshot DIR or --from-file [NODE=]PATH",
-        hint="reading a live cluster (API + SSH) is not available in this version",
-    )
+    if o["snapshot"]:
+        return files.read_snapshot(o["snapshot"]), namespace
+    if o["from_file"]:
+        return files.read_from_files(list(o["from_file"])), namespace
+    from kubectl_svcnet.collect.live import read_live
+
+    return read_live(_live_options(o, namespace, all_namespaces), service, progress=sys.stderr)
+
+
+def _warn(inputs) -> None:
+    for w in inputs.warnings:
+        click.echo(f"warning: {w}", err=True)
 
 
 def _emit(result, output: str, no_headers: bool, paths: bool = False) -> None:
@@ -71,41 +128,83 @@ def version() -> None:
 
 @svcnet.command("map")
 @_input_options
-@click.option("-n", "--namespace", metavar="NS", help="Only services in this namespace.")
+@click.option("-n", "--namespace", metavar="NS", help="Only services in this namespace (live: the context's).")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Services in every namespace (the default offline).")
-def map_cmd(from_file, snapshot, kubeconfig, context, output, no_headers, debug, namespace, all_namespaces) -> None:
+def map_cmd(namespace, all_namespaces, **o) -> None:
     """Map every Service IP:port to pod IP:port, on every node."""
     from kubectl_svcnet.app import build_map
 
-    inputs = _read_inputs(from_file, snapshot, kubeconfig, context)
-    result = build_map(inputs, namespace=None if all_namespaces else namespace)
-    _emit(result, output, no_headers)
+    inputs, ns = _read_inputs(o, namespace, all_namespaces)
+    _warn(inputs)
+    result = build_map(inputs, namespace=None if all_namespaces else ns)
+    _emit(result, o["output"], o["no_headers"])
 
 
 @svcnet.command()
 @click.argument("name")
 @_input_options
-@click.option("-n", "--namespace", metavar="NS", default="default", show_default=True, help="The Service's namespace.")
-def trace(name, from_file, snapshot, kubeconfig, context, output, no_headers, debug, namespace) -> None:
+@click.option("-n", "--namespace", metavar="NS", help="The Service's namespace (default: the context's, or default).")
+def trace(name, namespace, **o) -> None:
     """One Service: all its ports, on every node, with the chain path each connection takes."""
     from kubectl_svcnet.app import build_map
 
     if "/" in name:
         namespace, _, name = name.partition("/")
-    inputs = _read_inputs(from_file, snapshot, kubeconfig, context)
-    result = build_map(inputs, only=f"{namespace}/{name}")
-    _emit(result, output, no_headers, paths=output in ("table", "wide"))
+    inputs, ns = _read_inputs(o, namespace, service=name)
+    _warn(inputs)
+    result = build_map(inputs, only=f"{ns or 'default'}/{name}")
+    _emit(result, o["output"], o["no_headers"], paths=o["output"] in ("table", "wide"))
+
+
+@svcnet.command()
+@_input_options
+def nodes(**o) -> None:
+    """Per node: proxy mode, iptables backend, kube-proxy version, what its rules hold, and its error."""
+    from kubectl_svcnet.app import build_map, node_rows
+    from kubectl_svcnet.render import render_nodes
+
+    inputs, _ = _read_inputs(o, all_namespaces=True)
+    _warn(inputs)
+    result = build_map(inputs)
+    render_nodes(node_rows(result.service_map, inputs.objects), sys.stdout, o["output"], o["no_headers"])
+    sys.stdout.flush()
+    for line in result.problems:
+        click.echo(f"error: {line}", err=True)
+    if result.status != ExitStatus.OK:
+        raise SystemExit(int(result.status))
+
+
+@svcnet.command()
+@click.argument("directory", metavar="DIR")
+@_input_options
+@click.option("-n", "--namespace", metavar="NS", help="Only this namespace's services (default: every namespace).")
+def snapshot(directory, namespace, **o) -> None:
+    """Write everything a live run reads (API objects, each node's dumps) to DIR, to replay with --snapshot."""
+    from kubectl_svcnet.app import write_snapshot
+
+    if o["from_file"] or o["snapshot"]:
+        raise UsageError("snapshot reads a live cluster: drop --from-file/--snapshot")
+    inputs, _ = _read_inputs(o, namespace, all_namespaces=namespace is None)
+    _warn(inputs)
+    written = write_snapshot(inputs, directory)
+    click.echo(f"wrote {written} files to {directory}", err=True)
+    failed = [f"node {n}: {why}" for n, why in sorted(inputs.errors.items())]
+    for line in failed:
+        click.echo(f"error: {line}", err=True)
+    if failed:
+        raise SystemExit(int(ExitStatus.PARTIAL))
 
 
 @svcnet.command("ranges")
 @_input_options
-def ranges_cmd(from_file, snapshot, kubeconfig, context, output, no_headers, debug) -> None:
+def ranges_cmd(**o) -> None:
     """The cluster's service and pod ranges and node-port range, each with its source, and their overlaps."""
     from kubectl_svcnet.collect import files
     from kubectl_svcnet.errors import InputError
     from kubectl_svcnet.ranges import answers_from_objects, compute_ranges
     from kubectl_svcnet.render_ranges import render_ranges
 
+    from_file, snapshot, output, no_headers = o["from_file"], o["snapshot"], o["output"], o["no_headers"]
     if from_file:
         raise UsageError("ranges reads API objects, not node dumps: give --snapshot DIR")
     if not snapshot:

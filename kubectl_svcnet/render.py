@@ -320,3 +320,25 @@ def render_paths(m: ServiceMap) -> str:
                         share = f"  ({_share(b.probability)})" if b else ""
                         lines.append("    " + " -> ".join(hops + [_last_step(r, b)]) + share)
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+NODE_HEADERS = ["NODE", "SOURCE", "PROXY MODE", "BACKEND", "KUBE-PROXY", "SERVICE PORTS", "ENDPOINTS", "ERROR"]
+
+
+def render_nodes(rows: List[Dict[str, Any]], out: IO[str], fmt: str = "table", no_headers: bool = False) -> None:
+    """`kubectl svcnet nodes` in any output format (JSON: kind NodeList, one item per node)."""
+    if fmt in ("json", "yaml"):
+        doc = {"apiVersion": API_VERSION, "kind": "NodeList", "items": rows}
+        if fmt == "json":
+            write_json(doc, out)
+        else:
+            import yaml
+
+            yaml.safe_dump(doc, out, sort_keys=False)
+        return
+    table = [
+        [r["name"], r["source"], r["proxyMode"], r["iptablesBackend"] or "-", r["kubeProxyVersion"] or "-",
+         str(r["servicePorts"]), str(r["endpoints"]), r["error"] or ""]
+        for r in rows
+    ]  # fmt: skip
+    out.write(_table(table, None if no_headers else NODE_HEADERS))

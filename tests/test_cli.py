@@ -123,10 +123,15 @@ def test_truncated_dump_reports_what_it_could_read(tmp_path):
     assert any(s["name"] == "svc4" for s in doc["services"])
 
 
-def test_missing_input_is_a_usage_error():
-    r = run("map")
+def test_no_input_and_no_cluster_is_a_usage_error(tmp_path):
+    """Without --snapshot/--from-file the live path needs a kubeconfig; none is a usage error."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "kubectl_svcnet", "map"], capture_output=True, text=True, cwd=ROOT,
+                       env=env, timeout=60)  # fmt: skip
     assert r.returncode == 2
-    assert r.stderr.startswith("error: no input")
+    assert r.stderr.startswith("error: no cluster configured")
+    assert "--snapshot" in r.stderr  # the hint names the offline way
     assert "Traceback" not in r.stderr
 
 

@@ -28,6 +28,7 @@ class Inputs:
     nodes: Dict[str, List[Tuple[str, str]]] = field(default_factory=dict)
     source_kind: Dict[str, str] = field(default_factory=dict)
     errors: Dict[str, str] = field(default_factory=dict)  # node -> why its dumps could not be read
+    warnings: List[str] = field(default_factory=list)  # said on stderr, the answer still comes
 
 
 def _read_text(path: Path) -> str:

@@ -1,0 +1,144 @@
+"""A live run: the API's objects, then every selected node's data plane over SSH, as Inputs.
+
+Everything here is I/O glue over api.py (the API), ssh.py and fanout.py (the nodes); what comes out is
+the same `Inputs` a snapshot gives, so analysis and rendering do not know where data came from. One
+node that cannot be reached is an error for that node only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+
+from kubectl_svcnet.collect.files import Inputs
+from kubectl_svcnet.errors import NotFoundError, UsageError
+
+ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname")
+
+
+@dataclass
+class LiveOptions:
+    kubeconfig: Optional[str] = None
+    context: Optional[str] = None
+    cluster: Optional[str] = None
+    user: Optional[str] = None
+    namespace: Optional[str] = None
+    all_namespaces: bool = False
+    request_timeout: Optional[str] = None
+    nodes: Sequence[str] = ()
+    node_selector: Optional[str] = None
+    address_type: str = "InternalIP"
+    parallel: int = 16
+    ssh: Dict[str, Any] = field(default_factory=dict)  # SSHOptions fields
+    node_timeout: float = 300.0
+
+
+_REQ = re.compile(r"^\s*(!?)([A-Za-z0-9._/-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*))?\s*$")
+
+
+def match_labels(selector: str, labels: Dict[str, str]) -> bool:
+    """A node label selector (`-l`): comma-separated `k=v`, `k==v`, `k!=v`, `k`, `!k`."""
+    for part in selector.split(","):
+        if not part.strip():
+            continue
+        m = _REQ.match(part)
+        if not m:
+            raise UsageError(f"cannot parse node selector {selector!r} at {part.strip()!r}")
+        neg, key, op, value = m.groups()
+        if op is None:
+            if (key in labels) == bool(neg):
+                return False
+        elif op in ("=", "=="):
+            if labels.get(key) != value:
+                return False
+        elif labels.get(key) == value:
+            return False
+    return True
+
+
+def node_address(node: Dict[str, Any], address_type: str) -> Optional[str]:
+    addrs = (node.get("status") or {}).get("addresses") or []
+    for a in addrs:
+        if a.get("type") == address_type and a.get("address"):
+            return str(a["address"])
+    return None
+
+
+def select_nodes(objects: List[Dict[str, Any]], opts: LiveOptions) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """(node name -> address to reach it at, node name -> why it cannot be reached)."""
+    nodes = {(o.get("metadata") or {}).get("name"): o for o in objects if o.get("kind") == "Node"}
+    names = list(opts.nodes) or sorted(n for n in nodes if n)
+    missing = [n for n in opts.nodes if n not in nodes]
+    if missing:
+        raise NotFoundError(f'node "{missing[0]}" not found', hint="list nodes with `kubectl get nodes`")
+    chosen: Dict[str, str] = {}
+    errors: Dict[str, str] = {}
+    for name in names:
+        node = nodes[name]
+        if opts.node_selector and not match_labels(
+            opts.node_selector, (node.get("metadata") or {}).get("labels") or {}
+        ):
+            continue
+        addr = node_address(node, opts.address_type)
+        if addr is None:
+            errors[name] = f"node has no {opts.address_type} address (try --address-type)"
+        else:
+            chosen[name] = addr
+    return chosen, errors
+
+
+def read_live(
+    opts: LiveOptions, service: Optional[str] = None, progress: Optional[IO[str]] = None
+) -> Tuple[Inputs, str]:
+    """Read the API, then the selected nodes over SSH. Returns (inputs, the namespace used)."""
+    from kubectl_svcnet.collect import api
+
+    with api.connect(
+        opts.kubeconfig, opts.context, opts.cluster, opts.user, opts.namespace, opts.all_namespaces,
+        opts.request_timeout,
+    ) as session:  # fmt: skip
+        namespace = opts.namespace or session.namespace
+        list_ns = None if (opts.all_namespaces and not service) else namespace
+        objects, warnings = api.read_cluster(session, list_ns, service=service)
+    inputs = Inputs(objects=objects)
+    inputs.warnings.extend(warnings)
+    addresses, errors = select_nodes(objects, opts)
+    for name, why in errors.items():
+        inputs.nodes[name] = []
+        inputs.errors[name] = why
+        inputs.source_kind[name] = "ssh"
+    if addresses:
+        collect_ssh(inputs, addresses, opts, progress)
+    return inputs, namespace
+
+
+def collect_ssh(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]]) -> None:
+    from kubectl_svcnet.collect.fanout import collect_nodes, terminal_progress
+    from kubectl_svcnet.collect.ssh import SSHOptions, SSHRunnerFactory
+
+    factory = SSHRunnerFactory(SSHOptions(**opts.ssh))
+    try:
+        results = collect_nodes(
+            addresses, factory, parallel=opts.parallel, timeout=opts.node_timeout,
+            progress=terminal_progress(progress) if progress is not None else None,
+        )  # fmt: skip
+    finally:
+        factory.close()
+    for name in sorted(results):
+        r = results[name]
+        inputs.source_kind[name] = "ssh"
+        if r.ok:
+            inputs.nodes[name] = list(r.value.dumps)
+            inputs.warnings.extend(r.value.warnings)
+        else:
+            inputs.nodes[name] = []
+            inputs.errors[name] = getattr(r.error, "message", str(r.error))
+
+
+def sorted_objects(objects: Sequence[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
+    """Objects grouped by kind, for snapshot files (services.json, pods.json, …)."""
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for o in objects:
+        out.setdefault(str(o.get("kind") or "Object"), []).append(o)
+    return out

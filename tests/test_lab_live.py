@@ -97,8 +97,8 @@ def test_a_real_connection_lands_on_the_pod_the_tool_named(lab, api):
         req = {"timeout": 2.0, "parallel": 8,
                "targets": [{"id": "t", "ip": dst, "port": fe["port"], "count": 40, "src": None,
                             "max_timeouts": 3, "group": None}]}  # fmt: skip
-        probe = subprocess.run(["ip", "netns", "exec", src_ns, sys.executable, "-m", "tests.lab.probe", json.dumps(req)],
-                               capture_output=True, text=True, timeout=60, cwd=str(ROOT))  # fmt: skip
+        argv = ["ip", "netns", "exec", src_ns, sys.executable, "-m", "tests.lab.probe", json.dumps(req)]
+        probe = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=str(ROOT))
         res = json.loads(probe.stdout)["results"]["t"]
         assert sum(res["answers"].values()) == 40, res
         assert set(res["answers"]) <= named, (fe, res)

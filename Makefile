@@ -7,3 +7,7 @@ krew:
 # Re-resolve the dependencies for every platform and CPython into krew/wheels.lock, then build.
 krew-relock:
 	python3 tools/build_krew.py --relock
+
+.PHONY: lab-demo
+lab-demo:  ## build the lab (root) and watch trace answer from three SSH-reached nodes
+	python3 tools/lab_demo.py

@@ -206,16 +206,19 @@ def ranges_cmd(**o) -> None:
 
     from_file, snapshot, output, no_headers = o["from_file"], o["snapshot"], o["output"], o["no_headers"]
     if from_file:
-        raise UsageError("ranges reads API objects, not node dumps: give --snapshot DIR")
-    if not snapshot:
-        raise UsageError(
-            "no input: give --snapshot DIR",
-            hint="reading a live cluster (API + SSH) is not available in this version",
-        )
-    inputs = files.read_snapshot(snapshot)
-    if not inputs.objects:
-        raise InputError("snapshot has no API objects (ranges reads Nodes, Pods, ConfigMaps …)", where=snapshot)
-    result = compute_ranges(inputs.objects, answers_from_objects(inputs.objects))
+        raise UsageError("ranges reads API objects, not node dumps: give --snapshot DIR, or read the live cluster")
+    if snapshot:
+        inputs = files.read_snapshot(snapshot)
+        if not inputs.objects:
+            raise InputError("snapshot has no API objects (ranges reads Nodes, Pods, ConfigMaps …)", where=snapshot)
+        result = compute_ranges(inputs.objects, answers_from_objects(inputs.objects))
+    else:
+        from kubectl_svcnet.collect.live import read_ranges
+
+        objects, answers, warnings = read_ranges(_live_options(o, None, False))
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+        result = compute_ranges(objects, answers)
     render_ranges(result, sys.stdout, output, no_headers, err=sys.stderr)
     sys.stdout.flush()
     for line in result.problems:

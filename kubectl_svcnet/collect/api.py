@@ -49,6 +49,8 @@ _RESOURCES: Dict[str, Tuple[str, str, bool]] = {
     "namespaces": ("v1", "Namespace", False),
     "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice", True),
     "servicecidrs": ("networking.k8s.io/v1", "ServiceCIDR", False),
+    "servicecidrs/v1beta1": ("networking.k8s.io/v1beta1", "ServiceCIDR", False),  # servers before 1.33
+    "ippools": ("crd.projectcalico.org/v1", "IPPool", False),  # Calico's pod ranges
 }
 
 
@@ -690,7 +692,7 @@ def _path(resource: str, namespace: Optional[str] = None, name: Optional[str] = 
     path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     if namespaced and namespace:
         path += f"/namespaces/{quote(namespace, safe='')}"
-    path += f"/{resource}"
+    path += f"/{resource.split('/')[0]}"  # "servicecidrs/v1beta1": the plural, another version
     if name:
         path += f"/{quote(name, safe='')}"
     return path

@@ -142,3 +142,52 @@ def sorted_objects(objects: Sequence[Dict[str, Any]]) -> Dict[str, List[Dict[str
     for o in objects:
         out.setdefault(str(o.get("kind") or "Object"), []).append(o)
     return out
+
+
+# What `ranges` reads: (resource, namespace, fallback resource on 404). Each is optional — a 403 or a
+# 404 only means that source is missing, and the others still count.
+RANGE_SOURCES = (
+    ("servicecidrs", None, "servicecidrs/v1beta1"),
+    ("nodes", None, None),
+    ("services", None, None),
+    ("pods", None, None),
+    ("configmaps", "kube-system", None),
+    ("configmaps", "kube-flannel", None),
+    ("ippools", None, None),
+)
+
+
+def read_ranges(opts: LiveOptions):
+    """The objects `ranges` needs and the dry-run answers, from a live cluster: (objects, answers,
+    warnings). Dry runs are sent only when no readable object names the ranges."""
+    from kubectl_svcnet import ranges
+    from kubectl_svcnet.collect import api
+    from kubectl_svcnet.errors import ApiError
+
+    objects: List[Dict[str, Any]] = []
+    warnings: List[str] = []
+    with api.connect(
+        opts.kubeconfig, opts.context, opts.cluster, opts.user, opts.namespace, False, opts.request_timeout
+    ) as session:
+        for resource, namespace, fallback in RANGE_SOURCES:
+            try:
+                objects.extend(api.list_objects(session, resource, namespace))
+            except ApiError as e:
+                code = getattr(e, "code", 0)
+                if code == 404 and fallback:
+                    try:
+                        objects.extend(api.list_objects(session, fallback, namespace))
+                        continue
+                    except ApiError as e2:
+                        e, code = e2, getattr(e2, "code", 0)
+                if code not in (403, 404):
+                    raise
+                if code == 403:
+                    warnings.append(f"{e.message}: that source is not read")
+        namespace = opts.namespace or session.namespace
+
+        def create(body: Dict[str, Any], ns: str) -> Any:
+            return api.create_service_dry_run(session, body, ns)
+
+        answers = ranges.run_probes(create, objects, namespace)
+    return objects, answers, warnings

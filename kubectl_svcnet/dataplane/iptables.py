@@ -538,14 +538,43 @@ def port_matches(spec: str, port: str) -> bool:
 class Walker:
     """Evaluates rules of one dump against packets, memoising whole-chain walks."""
 
-    def __init__(self, dump: IptablesDump, detector: Optional[str]):
+    def __init__(self, dump: IptablesDump, detector: Optional[str], fast: bool = False):
         self.dump = dump
         self.detector = detector
-        self.memo: Dict[tuple, List[Outcome]] = {}
+        # Fast mode: marks are not tracked, and a rule whose only effect is on the mark is skipped.
+        # Sound where no rule on nat's pre-routing path tests the mark (see `marks_matter_in_nat`):
+        # then the mark decides nothing in nat, and only a packet nat leaves untranslated needs the
+        # exact walk (filter's KUBE-FIREWALL and KUBE-FORWARD test marks). Which client class a walk
+        # consulted is tracked as it happens, so a chain that never looks at the source is walked
+        # once for every class.
+        self.fast = fast
+        self.memo: Dict[tuple, object] = {}
         self.visited: set = set()
         self.unknown: Dict[int, Rule] = {}
         self.loops: List[str] = []
         self._deps: Dict[Tuple[str, str], FrozenSet[str]] = {}
+        self._mark_only: Dict[Tuple[str, str], bool] = {}
+        self._cls_used: List[bool] = [False]
+
+    def mark_only(self, table: str, chain: str) -> bool:
+        """A chain that only sets the mark (KUBE-MARK-MASQ): every rule unconditional, target MARK."""
+        k = (table, chain)
+        v = self._mark_only.get(k)
+        if v is None:
+            rules = self.dump.tables[table].chains.get(chain, ())
+            v = bool(rules) and all(
+                r.target == "MARK" and r.unknown is None and r.src is None and r.dst is None and r.proto is None
+                and r.dport is None and r.mark is None and r.src_type is None and r.dst_type is None
+                and r.in_iface is None and r.ctstate is None and r.probability is None and r.recent is None
+                for r in rules
+            )  # fmt: skip
+            self._mark_only[k] = v
+        return v
+
+    def no_op(self, table: str, r: Rule) -> bool:
+        """In fast mode: a rule whose only effect is on the mark."""
+        t = r.target
+        return t == "MARK" or (t is not None and t.startswith("KUBE-MARK-") and self.mark_only(table, t))
 
     # -- matching ----------------------------------------------------------------------------
     def src_matches(self, cidr: str, cls: str) -> bool:
@@ -580,12 +609,14 @@ class Walker:
                 return False
         if r.dst_type is not None and ((r.dst_type == "LOCAL" and pkt.dst == NODE) == r.dst_type_neg):
             return False
-        if r.src is not None and self.src_matches(r.src, pkt.cls) == r.src_neg:
-            return False
-        if r.src_type is not None and ((r.src_type == "LOCAL" and pkt.cls == LOCAL) == r.src_type_neg):
-            return False
-        if r.in_iface is not None and ((pkt.cls == POD and r.in_iface != "lo") == r.in_neg):
-            return False
+        if r.src is not None or r.src_type is not None or r.in_iface is not None:
+            self._cls_used[-1] = True  # the outcome now depends on who the client is
+            if r.src is not None and self.src_matches(r.src, pkt.cls) == r.src_neg:
+                return False
+            if r.src_type is not None and ((r.src_type == "LOCAL" and pkt.cls == LOCAL) == r.src_type_neg):
+                return False
+            if r.in_iface is not None and ((pkt.cls == POD and r.in_iface != "lo") == r.in_neg):
+                return False
         if r.mark is not None and (((pkt.marks & r.mark[1]) == r.mark[0]) == r.mark_neg):
             return False
         if r.ctstate is not None and (("NEW" in r.ctstate) == r.ctstate_neg):
@@ -609,6 +640,8 @@ class Walker:
         found = set()
         chains = self.dump.tables[table].chains
         for r in chains.get(chain, ()):
+            if self.fast and self.no_op(table, r):
+                continue
             if r.proto is not None:
                 found.add("proto")
             if r.dport is not None:
@@ -628,6 +661,8 @@ class Walker:
         return d
 
     def walk(self, table: str, chain: str, pkt: Packet, depth: int = 0) -> List[Outcome]:
+        if self.fast:
+            return self._walk_fast(table, chain, pkt, depth)
         d = self.deps(table, chain)
         key = (
             table,
@@ -651,12 +686,47 @@ class Walker:
         self.memo[key] = out
         return out
 
+    def _walk_fast(self, table: str, chain: str, pkt: Packet, depth: int) -> List[Outcome]:
+        d = self.deps(table, chain)
+        key = (
+            table,
+            chain,
+            pkt.dst if "dst" in d else None,
+            pkt.dport if "dport" in d else None,
+            pkt.proto if "proto" in d else None,
+        )
+        entries = self.memo.get(key)
+        if entries is not None:
+            for cls, outs in entries:  # type: ignore[union-attr]
+                if cls is None or cls == pkt.cls:
+                    if cls is not None:
+                        self._cls_used[-1] = True
+                    return outs
+        self.visited.add((table, chain))
+        if depth > 40:
+            self.loops.append(chain)
+            return [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
+        t = self.dump.tables[table]
+        rules = t.candidates(chain, None if pkt.dst == NODE else pkt.dst, pkt.dport)
+        self._cls_used.append(False)
+        try:
+            out = self._walk_rules(table, chain, rules, 0, pkt, NO_MARK_OP, depth, None)
+        finally:
+            used = self._cls_used.pop()
+        if used:
+            self._cls_used[-1] = True
+        self.memo.setdefault(key, []).append((pkt.cls if used else None, out))  # type: ignore[union-attr]
+        return out
+
     def _walk_rules(self, table, chain, rules, start, pkt, op, depth, affinity) -> List[Outcome]:
         out: List[Outcome] = []
         rem = 1.0
         chains = self.dump.tables[table].chains
+        fast = self.fast
         for i in range(start, len(rules)):
             r = rules[i]
+            if fast and self.no_op(table, r):
+                continue
             if not self.matches(r, pkt):
                 continue
             if r.recent == "rcheck":
@@ -840,11 +910,35 @@ def _dnat_target(r: Rule) -> Tuple[Optional[str], Optional[int]]:
     return (host or None), (int(port) if port.isdecimal() else None)
 
 
+def marks_matter_in_nat(dump: IptablesDump) -> bool:
+    """Whether any rule on nat's pre-routing path (from PREROUTING and OUTPUT) tests the mark; if none
+    does (kube-proxy's rules: only KUBE-POSTROUTING tests it), the fast walk is exact for nat."""
+    nat = dump.tables.get("nat")
+    if nat is None:
+        return False
+    todo = [c for c in ("PREROUTING", "OUTPUT", "KUBE-SERVICES") if c in nat.chains]
+    seen = set(todo)
+    while todo:
+        for r in nat.chains.get(todo.pop(), ()):
+            if r.mark is not None:
+                return True
+            if r.target in nat.chains and r.target not in seen:
+                seen.add(r.target)
+                todo.append(r.target)
+    return False
+
+
 class _Resolver:
     def __init__(self, dump: IptablesDump):
         self.dump = dump
         self.detector = detect_pod_cidr(dump)
-        self.walker = Walker(dump, self.detector)
+        self.walker = Walker(dump, self.detector)  # exact: marks tracked
+        self.fast = None if marks_matter_in_nat(dump) else Walker(dump, self.detector, fast=True)
+        self._ends_cache: Dict[int, Tuple[List[Outcome], List[End]]] = {}
+
+    @property
+    def walkers(self) -> List[Walker]:
+        return [self.walker] + ([self.fast] if self.fast is not None else [])
 
     def _entry(self, table: str, builtin: str) -> Optional[str]:
         t = self.dump.tables.get(table)
@@ -861,7 +955,22 @@ class _Resolver:
         entry = self._entry("nat", nat_hook) or (
             "KUBE-SERVICES" if self.dump.chain("nat", "KUBE-SERVICES") is not None else None
         )
-        outcomes = w.walk("nat", entry, pkt) if entry else [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
+        if entry is None:
+            outcomes = [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
+        elif self.fast is not None:
+            outcomes = self.fast.walk("nat", entry, pkt)
+            if all(o.kind in ("DNAT", "REJECT", "DROP") for o in outcomes):
+                # nat decided everything: the mark never mattered. Classes and frontends that reach the
+                # same memoised walk share one list of ends.
+                hit = self._ends_cache.get(id(outcomes))
+                if hit is not None and hit[0] is outcomes:
+                    return hit[1]
+                ends = self._nat_ends(outcomes)
+                self._ends_cache[id(outcomes)] = (outcomes, ends)
+                return ends
+            outcomes = w.walk("nat", entry, pkt)  # something is left to filter: walk exactly
+        else:
+            outcomes = w.walk("nat", entry, pkt)
         for o in outcomes:
             if o.kind == "DNAT":
                 ip, port = _dnat_target(o.rule)
@@ -872,6 +981,17 @@ class _Resolver:
                 # nat left the packet alone: the filter table decides (kube-proxy's REJECT/DROP rules).
                 for f in self._filter(pkt.with_marks(apply_marks(o.markop, pkt.marks)), cls):
                     ends.append(End(f.verdict, f.ip, f.port, o.prob * f.prob, o.path + f.path))
+        return ends
+
+    @staticmethod
+    def _nat_ends(outcomes: List[Outcome]) -> List[End]:
+        ends: List[End] = []
+        for o in outcomes:
+            if o.kind == "DNAT":
+                ip, port = _dnat_target(o.rule)
+                ends.append(End(FORWARD, ip, port, o.prob, o.path, o.affinity))
+            else:
+                ends.append(End(o.kind.lower(), None, None, o.prob, o.path))
         return ends
 
     def _filter(self, pkt: Packet, cls: str) -> List[End]:
@@ -941,13 +1061,24 @@ def resolve_iptables(
                 if r.backends and share < 1 - 1e-6:
                     where = f"{seed.ip}:{seed.port}" if seed.ip else f"node port {seed.port}"
                     fe_findings.append(
-                        Finding("warning", "partial-route", f"{seed.type} {where} from {r.source}: {1 - share:.0%} "
-                                "of new connections reach no backend (damaged or cut chain?)", node)  # fmt: skip
+                        Finding(
+                            "warning",
+                            "partial-route",
+                            f"{seed.type} {where} from {r.source}: {1 - share:.0%} "
+                            "of new connections reach no backend (damaged or cut chain?)",
+                            node,
+                        )  # fmt: skip
                     )
             services.setdefault(seed.key, []).append(Frontend(seed.type, seed.ip, seed.port, node, routes))
             svc_findings.setdefault(seed.key, []).extend(fe_findings)
-        w = res.walker
-        for r in sorted(w.unknown.values(), key=lambda r: r.line):
+        unknown: Dict[int, Rule] = {}
+        visited: set = set()
+        loops: List[str] = []
+        for w in res.walkers:
+            unknown.update(w.unknown)
+            visited |= w.visited
+            loops += [c for c in w.loops if c not in loops]
+        for r in sorted(unknown.values(), key=lambda r: r.line):
             findings.append(
                 Finding(
                     "warning",
@@ -956,10 +1087,10 @@ def resolve_iptables(
                     node,
                 )  # fmt: skip
             )
-        for chain in w.loops:
+        for chain in loops:
             findings.append(Finding("error", "jump-loop", f"jumps loop through {chain} ({dump.source})", node))
         if only is None:
-            findings.extend(_unreachable(dump, w.visited, node))
+            findings.extend(_unreachable(dump, visited, node))
     out = []
     for key in sorted(services):
         fes = sorted(services[key], key=lambda f: (FRONTEND_ORDER.get(f.type, 9), f.ip or "", f.port))

@@ -200,3 +200,24 @@ def test_unicode_digits_are_not_ports():
 def test_backend_and_family_from_every_save_tool(header, backend, family):
     d = parse_iptables(header + "\n*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n", "h.txt")
     assert (d.backend, d.family) == (backend, family)
+
+
+def test_fast_and_general_rule_readers_agree_on_every_fixture_rule():
+    """parse_rule reads kube-proxy's common shapes with one regex; the general tokeniser must give the
+    same fields for every rule of every fixture (and of the seed cluster and the benchmark's shape)."""
+    from kubectl_svcnet.dataplane.iptables import Rule, parse_rule, parse_rule_general
+    from tests.golden import FIXTURES
+
+    root = FIXTURES.parent.parent.parent
+    files = list(FIXTURES.rglob("*.txt")) + list((root / "examples" / "seed-cluster").rglob("*.txt"))
+    seen_fast = 0
+    for f in files:
+        for n, ln in enumerate(f.read_text().splitlines(), 1):
+            if not ln.startswith("-A "):
+                continue
+            _, chain, spec = ln.split(" ", 2)
+            a, b = parse_rule(n, chain, spec), parse_rule_general(n, chain, spec)
+            fields = [s for s in Rule.__slots__ if s != "_hop"]
+            assert [getattr(a, s) for s in fields] == [getattr(b, s) for s in fields], (f, n, ln)
+            seen_fast += a.probability is not None or a.target == "DNAT"
+    assert seen_fast > 50

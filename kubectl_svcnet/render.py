@@ -51,8 +51,24 @@ def _route(r: Route) -> Dict[str, Any]:
     }
 
 
-def to_dict(m: ServiceMap) -> Dict[str, Any]:
-    """The ServiceMap as the JSON contract says."""
+def _service(v: ServiceView) -> Dict[str, Any]:
+    return {
+        "namespace": v.key.namespace,
+        "name": v.key.name,
+        "portName": v.key.port_name,
+        "protocol": v.key.protocol,
+        "frontends": [
+            {"type": f.type, "ip": f.ip, "port": f.port, "node": f.node, "routes": [_route(r) for r in f.routes]}
+            for f in v.frontends
+        ],
+        "findings": [_finding(f) for f in v.findings],
+    }
+
+
+def to_dict(m: ServiceMap, lazy: bool = False) -> Dict[str, Any]:
+    """The ServiceMap as the JSON contract says. `lazy`: services as a generator, so a writer can
+    stream them one at a time instead of holding the whole document."""
+    services = (_service(v) for v in m.services)
     return {
         "apiVersion": API_VERSION,
         "kind": "ServiceMap",
@@ -66,26 +82,7 @@ def to_dict(m: ServiceMap) -> Dict[str, Any]:
             }
             for n in m.nodes
         ],
-        "services": [
-            {
-                "namespace": v.key.namespace,
-                "name": v.key.name,
-                "portName": v.key.port_name,
-                "protocol": v.key.protocol,
-                "frontends": [
-                    {
-                        "type": f.type,
-                        "ip": f.ip,
-                        "port": f.port,
-                        "node": f.node,
-                        "routes": [_route(r) for r in f.routes],
-                    }
-                    for f in v.frontends
-                ],
-                "findings": [_finding(f) for f in v.findings],
-            }
-            for v in m.services
-        ],
+        "services": services if lazy else list(services),
         "findings": [_finding(f) for f in m.findings],
     }
 
@@ -98,12 +95,16 @@ def write_json(doc: Dict[str, Any], out: IO[str]) -> None:
     for n, k in enumerate(keys):
         v = doc[k]
         sep = "," if n < len(keys) - 1 else ""
-        if isinstance(v, list) and v:
-            out.write(f"  {json.dumps(k)}: [\n")
-            last = len(v) - 1
-            for i, item in enumerate(v):
-                out.write("    " + json.dumps(item) + (",\n" if i < last else "\n"))
-            out.write(f"  ]{sep}\n")
+        if isinstance(v, list) and not v:
+            out.write(f"  {json.dumps(k)}: []{sep}\n")
+        elif isinstance(v, list) or not isinstance(v, (dict, str, int, float, bool, type(None))):
+            # A list, or a generator of items streamed one at a time.
+            out.write(f"  {json.dumps(k)}: [")
+            first = True
+            for item in v:
+                out.write(("\n    " if first else ",\n    ") + json.dumps(item))
+                first = False
+            out.write(("\n  ]" if not first else "]") + f"{sep}\n")
         else:
             out.write(f"  {json.dumps(k)}: {json.dumps(v)}{sep}\n")
     out.write("}\n")
@@ -265,7 +266,7 @@ def render(
     """Write the map to `out` in `fmt`. In table forms, findings follow the table (on `err` with
     --no-headers, so stdout stays one row per line)."""
     if fmt == "json":
-        write_json(to_dict(m), out)
+        write_json(to_dict(m, lazy=True), out)
         return
     if fmt == "yaml":
         import yaml
@@ -322,7 +323,53 @@ def render_paths(m: ServiceMap) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-NODE_HEADERS = ["NODE", "SOURCE", "PROXY MODE", "BACKEND", "KUBE-PROXY", "SERVICE PORTS", "ENDPOINTS", "ERROR"]
+NODE_HEADERS = ["NODE", "SOURCE", "PROXY MODE", "BACKEND", "KUBE-PROXY", "SERVICE PORTS", "ENDPOINTS", "LAST SYNC",
+                "NOTE", "ERROR"]  # fmt: skip
+
+
+def human_age(seconds: float) -> str:
+    """A duration as kubectl prints ages (apimachinery's duration.HumanDuration): 45s, 5m2s, 2h10m, 3d4h."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = s // 3600
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        years, days = hours // 24 // 365, (hours // 24) % 365
+        return f"{years}y{days}d" if days else f"{years}y"
+    return f"{hours // 24 // 365}y"
+
+
+def last_sync_text(row: Dict[str, Any]) -> str:
+    """LAST SYNC of `nodes`: the age of kube-proxy's last sync ("12s ago"), "(stale)" when its healthz
+    says unhealthy, "(not eligible)" when that is because the node is being deleted; "-" unknown."""
+    age, healthy = row.get("syncAgeSeconds"), row.get("healthy")
+    if age is not None:
+        text = f"{human_age(age)} ago"
+    elif row.get("lastSync"):
+        text = str(row["lastSync"])
+    else:
+        text = ""  # unknown, or kube-proxy has not synced since it started (Go's zero time)
+    if healthy is False:
+        why = "not eligible" if row.get("nodeEligible") is False else "stale"
+        text = f"{text} ({why})" if text else why
+    return text or "-"
 
 
 def render_nodes(rows: List[Dict[str, Any]], out: IO[str], fmt: str = "table", no_headers: bool = False) -> None:
@@ -338,7 +385,45 @@ def render_nodes(rows: List[Dict[str, Any]], out: IO[str], fmt: str = "table", n
         return
     table = [
         [r["name"], r["source"], r["proxyMode"], r["iptablesBackend"] or "-", r["kubeProxyVersion"] or "-",
-         str(r["servicePorts"]), str(r["endpoints"]), r["error"] or ""]
+         str(r["servicePorts"]), str(r["endpoints"]), last_sync_text(r),
+         "rules in both iptables backends" if r.get("backendWarning") else "", r["error"] or ""]
         for r in rows
     ]  # fmt: skip
     out.write(_table(table, None if no_headers else NODE_HEADERS))
+
+
+# -- trace --logs ---------------------------------------------------------------------------------
+def logs_section(logs: Dict[str, Sequence[str]]) -> str:
+    """`trace --logs` in table forms: per node, kube-proxy's log lines about the Service or a failed
+    sync (already filtered, oldest first)."""
+    lines = ["", "KUBE-PROXY LOGS"]
+    for node in sorted(logs):
+        lines.append(f"{node}:")
+        lines.extend(f"  {line}" for line in logs[node] or ["(no matching lines)"])
+    return "\n".join(lines) + "\n"
+
+
+def render_logs(
+    m: ServiceMap,
+    logs: Dict[str, Sequence[str]],
+    out: IO[str],
+    fmt: str = "table",
+    no_headers: bool = False,
+    err: Optional[IO[str]] = None,
+) -> None:
+    """`trace --logs`: the map as `render` prints it (with the chain paths), then the logs — in
+    json/yaml as a top-level "logs": {node: [lines]}, in tables as a KUBE-PROXY LOGS section (on `err`
+    with --no-headers, like the findings)."""
+    if fmt in ("json", "yaml"):
+        doc = to_dict(m)
+        doc["logs"] = {node: list(logs[node]) for node in sorted(logs)}
+        if fmt == "json":
+            write_json(doc, out)
+        else:
+            import yaml
+
+            yaml.safe_dump(doc, out, sort_keys=False, default_flow_style=False)
+        return
+    render(m, out, fmt, no_headers, err=err, paths=True)
+    if logs:
+        (err if (no_headers and err is not None) else out).write(logs_section(logs))

@@ -369,15 +369,28 @@ def parse_iptables(text: str, source: str) -> IptablesDump:
     else is still returned; text that is not a dump at all raises DumpParseError.
     """
     dump = IptablesDump(source)
-    lines = text.split("\n")
-    truncated_tail = bool(text) and not text.endswith("\n")
-    if truncated_tail:
+    n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if text and not text.endswith("\n"):
         # The last line was cut mid-way: it cannot be trusted.
         dump.findings.append(
-            Finding("error", "truncated-dump", f"dump ends mid-line; last line ignored ({source}:{len(lines)})")
+            Finding("error", "truncated-dump", f"dump ends mid-line; last line ignored ({source}:{n_lines})")
         )
-        lines = lines[:-1]
-    return _parse_lines(dump, text, enumerate(lines, 1), len(lines))
+        n_lines -= 1
+    return _parse_lines(dump, text, _numbered_lines(text, n_lines), n_lines)
+
+
+def _numbered_lines(text: str, limit: int) -> Iterator[Tuple[int, str]]:
+    """(number, line) for the first `limit` lines, one at a time: a 48 MB dump is never held twice
+    (as text and as a list of lines)."""
+    pos, n = 0, 0
+    find = text.find
+    while n < limit:
+        end = find("\n", pos)
+        if end < 0:
+            end = len(text)
+        n += 1
+        yield n, text[pos:end]
+        pos = end + 1
 
 
 def _parse_lines(dump: IptablesDump, text: str, numbered: Iterator[Tuple[int, str]], last_line: int) -> IptablesDump:

@@ -221,3 +221,29 @@ def test_fast_and_general_rule_readers_agree_on_every_fixture_rule():
             assert [getattr(a, s) for s in fields] == [getattr(b, s) for s in fields], (f, n, ln)
             seen_fast += a.probability is not None or a.target == "DNAT"
     assert seen_fast > 50
+
+
+def test_trace_follows_chains_that_are_not_kube_proxys():
+    """A node with other software's chains (Cilium, Docker) jumped to from the built-in chains: the
+    one-Service reader loads them like any chain; a really undefined one is still an error."""
+    from kubectl_svcnet.dataplane.iptables import parse_iptables, parse_iptables_for, resolve_iptables
+
+    text = dump(
+        _svc(2, proto="tcp"),
+        filt="""
+        :CILIUM_FORWARD - [0:0]
+        -A FORWARD -m comment --comment "cilium-feeder: CILIUM_FORWARD" -j CILIUM_FORWARD
+        -A CILIUM_FORWARD -o cilium_host -m comment --comment "cilium: any->cluster on cilium_host forward accept" -j ACCEPT
+    """,
+    )  # noqa: E501
+    sparse = parse_iptables_for(text, "c.txt", "ns1/svc1")
+    assert sparse is not None and not [f for f in sparse.findings if f.severity == "error"]
+    assert sparse.chain("filter", "CILIUM_FORWARD")
+    full = parse_iptables(text, "c.txt")
+    assert (
+        resolve_iptables([sparse], "n", only="ns1/svc1").services
+        == resolve_iptables([full], "n", only="ns1/svc1").services
+    )
+    broken = "\n".join(ln for ln in text.split("\n") if "CILIUM_FORWARD -" not in ln and "-A CILIUM" not in ln)
+    sparse = parse_iptables_for(broken, "c.txt", "ns1/svc1")
+    assert any(f.code == "undefined-chain" for f in sparse.findings)

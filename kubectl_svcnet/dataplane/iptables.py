@@ -1245,6 +1245,7 @@ def parse_iptables_for(text: str, source: str, service: str) -> Optional[Iptable
 
     needle = service
     loaded: set = set()
+    missing: set = set()
     pending: List[Tuple[str, str]] = []
     pos = 0
     while True:
@@ -1293,7 +1294,12 @@ def parse_iptables_for(text: str, source: str, service: str) -> Optional[Iptable
             k = max(k, g)
             if k >= 0 and t is not None:
                 target = ln[k + 4 :].split(" ", 1)[0]
-                if target.startswith("KUBE-") and target not in DISPATCH_CHAINS:
+                if (
+                    target not in TERMINAL
+                    and target not in NON_TERMINAL
+                    and target != "RETURN"
+                    and target not in DISPATCH_CHAINS
+                ):
                     pending.append((t, target))
         if not pending:
             break
@@ -1306,7 +1312,9 @@ def parse_iptables_for(text: str, source: str, service: str) -> Optional[Iptable
             j = text.find(f"\n-A {chain} ", lo - 1, hi)
             if j >= 0:
                 load_block(j + 1, chain, lo, hi)
-    return _assemble(text, source, tables, picked, loaded)
+            elif text.find(f"\n:{chain} ", lo - 1, hi) < 0:
+                missing.add((t, chain))  # really undefined: the parser will say so
+    return _assemble(text, source, tables, picked, loaded - missing)
 
 
 def _assemble(text: str, source: str, tables: Dict[str, Tuple[int, int]], picked: Dict[int, str], loaded: set):

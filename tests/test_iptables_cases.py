@@ -233,9 +233,9 @@ def test_trace_follows_chains_that_are_not_kube_proxys():
         filt="""
         :CILIUM_FORWARD - [0:0]
         -A FORWARD -m comment --comment "cilium-feeder: CILIUM_FORWARD" -j CILIUM_FORWARD
-        -A CILIUM_FORWARD -o cilium_host -m comment --comment "cilium: any->cluster on cilium_host forward accept" -j ACCEPT
+        -A CILIUM_FORWARD -o cilium_host -m comment --comment "cilium: any->cluster forward accept" -j ACCEPT
     """,
-    )  # noqa: E501
+    )
     sparse = parse_iptables_for(text, "c.txt", "ns1/svc1")
     assert sparse is not None and not [f for f in sparse.findings if f.severity == "error"]
     assert sparse.chain("filter", "CILIUM_FORWARD")

@@ -35,6 +35,7 @@ from kubectl_svcnet.model import (
     ServiceMap,
     ServiceView,
 )
+from kubectl_svcnet.proxymode import MODE_NONE, ProxyInputs, diagnose
 
 EMPTY = Cluster()
 
@@ -182,11 +183,17 @@ def analyze(
     cluster: Optional[Cluster] = None,
     only: Optional[str] = None,
     namespace: Optional[str] = None,
+    proxy: Optional[ProxyInputs] = None,
 ) -> ServiceMap:
     """Join the nodes' rules with the API objects. `only` = "ns/name" keeps one Service;
-    `namespace` keeps one namespace."""
+    `namespace` keeps one namespace. `proxy` (the run's objects and dumps) adds proxymode's diagnosis:
+    nodes without kube-proxy's rules get proxy mode "none" and a finding why, and a configured mode
+    the rules contradict is a finding."""
     cluster = cluster or EMPTY
     planes = list(planes)
+    proxy_findings: List[Finding] = []
+    if proxy is not None:
+        planes, proxy_findings = diagnose(planes, proxy)
     svc_by_name = {(s.namespace, s.name): s for s in cluster.services}
 
     def wanted(key: ServiceKey) -> bool:
@@ -219,7 +226,7 @@ def analyze(
                 )
             f.extend(_check_node(rules.key, fes, node, svc, eps, cluster))
     # Service ports the API has and a node's rules lack entirely.
-    answered = [p.info.name for p in planes if p.info.error is None and p.info.proxy_mode != "unknown"]
+    answered = [p.info.name for p in planes if p.info.error is None and p.info.proxy_mode not in ("unknown", MODE_NONE)]
     for svc in cluster.services:
         if svc.headless or svc.external_name or not svc.cluster_ips:
             continue
@@ -247,7 +254,7 @@ def analyze(
     for key in sorted(frontends):
         fes = sorted(frontends[key], key=lambda f: (_type_order(f.type), f.ip or "", f.port, f.node))
         views.append(ServiceView(key, tuple(fes), tuple(_dedupe(findings.get(key, ())))))
-    node_findings = tuple(f for p in planes for f in p.findings)
+    node_findings = tuple(f for p in planes for f in p.findings) + tuple(proxy_findings)
     return ServiceMap(tuple(p.info for p in planes), tuple(views), node_findings)
 
 

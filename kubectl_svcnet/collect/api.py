@@ -51,6 +51,8 @@ _RESOURCES: Dict[str, Tuple[str, str, bool]] = {
     "servicecidrs": ("networking.k8s.io/v1", "ServiceCIDR", False),
     "servicecidrs/v1beta1": ("networking.k8s.io/v1beta1", "ServiceCIDR", False),  # servers before 1.33
     "ippools": ("crd.projectcalico.org/v1", "IPPool", False),  # Calico's pod ranges
+    "daemonsets": ("apps/v1", "DaemonSet", True),  # kube-proxy and its replacements (proxymode.py)
+    "felixconfigurations": ("crd.projectcalico.org/v1", "FelixConfiguration", False),  # Calico's bpfEnabled
 }
 
 
@@ -617,10 +619,11 @@ def _request(
     path: str,
     query: Optional[Sequence[Tuple[str, str]]] = None,
     body: Optional[Dict[str, Any]] = None,
-) -> Dict[str, Any]:
+    text: bool = False,
+) -> Any:
     """One request through the client's REST layer (its TLS, proxy and credential settings; the
-    bearer token refreshed by exec/OIDC plugins). Returns the decoded wire JSON; every failure becomes
-    an ApiError naming `req`.
+    bearer token refreshed by exec/OIDC plugins). Returns the decoded wire JSON (`text`: the body as
+    text, e.g. a pod's log); every failure becomes an ApiError naming `req`.
 
     The REST layer, not the typed API methods: no model classes (kubectl's exact JSON, and 10x faster
     than deserialising into models and sanitising back), no argument validation (kubernetes >= 35
@@ -631,7 +634,8 @@ def _request(
 
     cfg = session.api.configuration
     url = cfg.host + path + ("?" + urlencode(list(query)) if query else "")
-    headers = {"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": session.user_agent}
+    accept = "text/plain, application/json;q=0.9" if text else "application/json"
+    headers = {"Accept": accept, "Accept-Encoding": "gzip", "User-Agent": session.user_agent}
     if body is not None:
         headers["Content-Type"] = "application/json"
     resp: Any = None
@@ -664,6 +668,8 @@ def _request(
     raw = raw or b""
     if not 200 <= code <= 299:
         raise _from_status(code, raw, req, session)
+    if text:
+        return raw.decode("utf-8", "replace")
     try:
         doc = json.loads(raw)
     except ValueError as e:
@@ -782,6 +788,77 @@ def kube_proxy_pods_by_node(session: Session, namespace: str = "kube-system") ->
     return out
 
 
+def pod_logs(
+    session: Session,
+    namespace: str,
+    pod: str,
+    container: Optional[str],
+    tail_lines: Optional[int],
+    since_seconds: Optional[int] = None,
+    limit_bytes: Optional[int] = None,
+) -> str:
+    """The last `tail_lines` lines of a container's log (GET .../pods/<pod>/log), as text. Failures
+    are ApiErrors like every other read: a 403 names ``pods/log``, a 404 the pod, a 400 the
+    apiserver's reason (no such container, container not started, ...)."""
+    query: List[Tuple[str, str]] = []
+    if container:
+        query.append(("container", container))
+    if tail_lines is not None:
+        query.append(("tailLines", str(int(tail_lines))))
+    if since_seconds is not None:
+        query.append(("sinceSeconds", str(int(since_seconds))))
+    if limit_bytes is not None:
+        query.append(("limitBytes", str(int(limit_bytes))))
+    req = _Req("get", "pods/log", namespace, pod)
+    return _request(session, req, "GET", _path("pods", namespace, pod) + "/log", query, text=True)
+
+
+# What proxymode.py reads besides Services, EndpointSlices, Nodes and Pods, each optional: kube-proxy's
+# and its replacements' DaemonSets, ConfigMaps (kube-proxy's mode; Cilium's kube-proxy-replacement;
+# Calico's kubernetes-services-endpoint), Calico's FelixConfiguration (bpfEnabled), and the agents' pods.
+PROXY_DAEMONSET_NAMESPACES = ("kube-system", "calico-system")
+PROXY_CONFIGMAPS = (
+    ("kube-system", "kube-proxy"),
+    ("kube-system", "cilium-config"),
+    ("kube-system", "kubernetes-services-endpoint"),
+    ("tigera-operator", "kubernetes-services-endpoint"),
+)
+PROXY_POD_SELECTOR = "k8s-app in (kube-proxy,cilium,calico-node,kube-router)"
+
+
+def read_proxy_objects(session: Session, warnings: List[str], pods: bool = True) -> List[Dict[str, Any]]:
+    """The objects that say which service proxy runs where (see proxymode.py). Every read is optional:
+    a 404 (not there, or the server does not serve the kind) is skipped, a 403 or any other failure
+    is one warning for all of them together; nothing here fails a run. `pods`: also list the agents'
+    pods in kube-system and calico-system (not needed when every namespace's pods were read)."""
+    objects: List[Dict[str, Any]] = []
+    refused: List[str] = []
+
+    def attempt(what: str, read: Callable[[], Any]) -> None:
+        try:
+            got = read()
+        except ApiError as e:
+            code = getattr(e, "code", 0)
+            if code == 404:
+                return
+            refused.append(f"{what} ({'forbidden' if code == 403 else e.message})")
+            return
+        objects.extend(got if isinstance(got, list) else [got])
+
+    for ns in PROXY_DAEMONSET_NAMESPACES:
+        attempt(f"daemonsets in {ns}", lambda ns=ns: list_objects(session, "daemonsets", ns))
+    for ns, name in PROXY_CONFIGMAPS:
+        attempt(f"configmap {ns}/{name}", lambda ns=ns, name=name: get_object(session, "configmaps", name, ns))
+    attempt("felixconfiguration default", lambda: get_object(session, "felixconfigurations", "default"))
+    if pods:
+        for ns in PROXY_DAEMONSET_NAMESPACES:
+            attempt(f"pods in {ns}",
+                    lambda ns=ns: list_objects(session, "pods", ns, label_selector=PROXY_POD_SELECTOR))  # fmt: skip
+    if refused:
+        warnings.append(f"not read: {', '.join(refused)}: which service proxy runs where is judged without them")
+    return objects
+
+
 def server_version(session: Session) -> Dict[str, Any]:
     """GET /version: {major, minor, gitVersion, platform, ...}."""
     return _request(session, _Req("get", "version", namespaced=False), "GET", "/version")
@@ -802,6 +879,7 @@ def read_cluster(
     namespace: Optional[str] = None,
     service: Optional[str] = None,
     pods: bool = True,
+    proxy: bool = False,
 ) -> Tuple[List[Dict[str, Any]], List[str]]:
     """The objects a map or trace needs: (objects, warnings).
 
@@ -809,6 +887,7 @@ def read_cluster(
     that one Service (GET) and only its EndpointSlices (label kubernetes.io/service-name). Services,
     endpoints and nodes are required: their failures raise ApiError. Pods only name the backends: a 403
     on them becomes a warning. A server without discovery.k8s.io/v1 is read through core/v1 Endpoints.
+    `proxy` also reads what tells which service proxy runs on each node (`read_proxy_objects`).
     """
     warnings: List[str] = []
     if service and not namespace:
@@ -820,13 +899,23 @@ def read_cluster(
         objects.extend(list_objects(session, "services", namespace))
     objects.extend(_read_endpoints(session, namespace, service, warnings))
     objects.extend(list_objects(session, "nodes"))
+    all_pods = False
     if pods:
         try:
             objects.extend(list_objects(session, "pods", namespace))
+            all_pods = namespace is None
         except ApiError as e:
             if getattr(e, "code", 0) != 403:
                 raise
             warnings.append(f"{e.message}: backends are shown unnamed")
+    if proxy:
+        seen = {(o.get("kind"), (o.get("metadata") or {}).get("namespace"), (o.get("metadata") or {}).get("name"))
+                for o in objects}  # fmt: skip
+        for o in read_proxy_objects(session, warnings, pods=not all_pods):
+            k = (o.get("kind"), (o.get("metadata") or {}).get("namespace"), (o.get("metadata") or {}).get("name"))
+            if k not in seen:  # kube-system's pods, when that is the namespace read
+                seen.add(k)
+                objects.append(o)
     return objects, warnings
 
 

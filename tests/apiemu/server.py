@@ -6,8 +6,10 @@
         assert emu.requests_to("/api/v1/pods")[0].query["limit"] == ["500"]
 
 What it serves: GET list and get for core/v1 services, pods, nodes, endpoints, configmaps, namespaces,
-discovery.k8s.io/v1 endpointslices and networking.k8s.io/v1 servicecidrs, cluster-wide and per
-namespace; discovery (/api, /apis, /api/v1, /apis/<group>/<version>) and /version; label and field
+discovery.k8s.io/v1 endpointslices, networking.k8s.io/v1 servicecidrs and apps/v1 daemonsets (served,
+but not listed in /apis), cluster-wide and per namespace; pod logs (GET .../pods/<pod>/log with
+container, tailLines, limitBytes; the text set with `set_pod_log`, RBAC on "pods/log"); discovery
+(/api, /apis, /api/v1, /apis/<group>/<version>) and /version; label and field
 selectors; limit/continue pagination with opaque tokens and remainingItemCount; 410 Expired for
 expired continue tokens; bearer-token and client-certificate users, 401 for anyone else; an
 authorization table (403 with RBAC's message); injected faults (status codes, delays, dropped
@@ -50,6 +52,7 @@ from tests.apiemu.status import (
     method_not_supported,
     not_found,
     path_not_found,
+    pod_forbidden,
     status,
     unauthorized,
 )
@@ -65,6 +68,8 @@ class Resource:
     namespaced: bool
     verbs: Tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch")
     short_names: Tuple[str, ...] = ()
+    # False: served, but left out of /apis discovery (which older tests pin to the groups it listed).
+    discovered: bool = True
 
     @property
     def group(self) -> str:
@@ -85,6 +90,7 @@ RESOURCES: Tuple[Resource, ...] = (
     Resource("v1", "services", "Service", True, short_names=("svc",)),
     Resource("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True),
     Resource("networking.k8s.io/v1", "servicecidrs", "ServiceCIDR", False),
+    Resource("apps/v1", "daemonsets", "DaemonSet", True, short_names=("ds",), discovered=False),
 )
 BY_KIND = {r.kind: r for r in RESOURCES}
 BY_PATH = {(r.group_version, r.plural): r for r in RESOURCES}
@@ -234,6 +240,8 @@ class ApiEmulator:
         self._rv = 1000
         self._snapshots: Dict[str, _Snapshot] = {}
         self._log: List[Request] = []
+        # Pod logs: (namespace, pod, container or "") -> text, served at .../pods/<pod>/log (set_pod_log).
+        self._pod_logs: Dict[Tuple[str, str, str], str] = {}
         self.errors: List[str] = []  # handler failures (TLS handshakes refused by clients, ...)
         self._pki = Pki.create()
         self._server: Optional[_Server] = None
@@ -285,6 +293,12 @@ class ApiEmulator:
         res = BY_KIND[kind]
         with self._lock:
             self._store[res].pop((namespace if res.namespaced else "", name), None)
+
+    def set_pod_log(self, namespace: str, pod: str, text: str, container: str = "") -> None:
+        """What GET .../namespaces/<namespace>/pods/<pod>/log answers (for `container`, or for any
+        container when ""). The pod must exist when the log is read (else 404, as the apiserver)."""
+        with self._lock:
+            self._pod_logs[(namespace, pod, container)] = text
 
     def objects(self, kind: str) -> List[Dict[str, Any]]:
         res = BY_KIND[kind]
@@ -553,6 +567,8 @@ class ApiEmulator:
         ns = ""
         if len(parts) >= 3 and parts[0] == "namespaces":
             ns, parts = parts[1], parts[2:]
+        if gv == "v1" and ns and len(parts) == 3 and parts[0] == "pods" and parts[2] == "log":
+            return self._pod_log(req, who, ns, parts[1])
         if not parts or len(parts) > 2:
             return 404, path_not_found(), "application/json"
         res = BY_PATH.get((gv, parts[0]))
@@ -591,6 +607,43 @@ class ApiEmulator:
         req.body = doc
         return self._create(req, res, ns, doc, who)
 
+    def _pod_log(self, req: Request, who: Tuple[str, List[str]], ns: str, name: str) -> Tuple[int, Any, str]:
+        """GET pods/<name>/log: the text set with set_pod_log; `container` must name one of the pod's
+        containers (and is required when it has several), `tailLines` keeps the last lines,
+        `limitBytes` cuts the answer; RBAC on the subresource "pods/log"."""
+        log_res = Resource("v1", "pods/log", "Pod", True)
+        if req.method != "GET":
+            return 405, method_not_supported(log_res, req.method.lower()), "application/json"
+        if not self._authorized(who[0], who[1], "get", log_res, ns):
+            why = f'User "{who[0]}" cannot get resource "pods/log" in API group "" in the namespace "{ns}"'
+            return 403, pod_forbidden(name, why), "application/json"
+        with self._lock:
+            pod = self._store[BY_KIND["Pod"]].get((ns, name))
+        if pod is None:
+            return 404, not_found(BY_KIND["Pod"], name), "application/json"
+        containers = [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
+        container = req.q("container") or ""
+        if not container:
+            if len(containers) != 1:
+                return 400, bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                        f"[{' '.join(containers)}]"), "application/json"  # fmt: skip
+            container = containers[0]
+        elif container not in containers:
+            return 400, bad_request(f"container {container} is not valid for pod {name}"), "application/json"
+        with self._lock:
+            text = self._pod_logs.get((ns, name, container), self._pod_logs.get((ns, name, ""), ""))
+        lines = text.splitlines(keepends=True)
+        tail, limit = req.q("tailLines"), req.q("limitBytes")
+        try:
+            if tail is not None:
+                lines = lines[max(len(lines) - int(tail), 0) :] if int(tail) > 0 else []
+            data = "".join(lines).encode()
+            if limit is not None:
+                data = data[: int(limit)]
+        except ValueError:
+            return 400, bad_request("invalid tailLines or limitBytes"), "application/json"
+        return 200, data, "text/plain"
+
     def _version(self) -> Dict[str, Any]:
         m = re.match(r"v(\d+)\.(\d+)", self.version)
         major, minor = (m.group(1), m.group(2)) if m else ("1", "29")
@@ -602,7 +655,7 @@ class ApiEmulator:
     def _group_list(self) -> Dict[str, Any]:
         groups: Dict[str, List[str]] = {}
         for r in RESOURCES:
-            if r.group and r.group_version not in self.disabled:
+            if r.group and r.group_version not in self.disabled and r.discovered:
                 groups.setdefault(r.group, [])
                 if r.group_version not in groups[r.group]:
                     groups[r.group].append(r.group_version)

@@ -5,7 +5,7 @@ the others."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.errors import DumpParseError, ExitStatus, NotFoundError
@@ -52,7 +52,9 @@ def build_map(inputs: Inputs, only: Optional[str] = None, namespace: Optional[st
             problems.extend(f"node {node}: {f.message}" for f in errors)
             status = ExitStatus.INPUT
         planes.append(plane)
-    smap = analyze(planes, cluster, only=only, namespace=namespace)
+    from kubectl_svcnet.proxymode import ProxyInputs
+
+    smap = analyze(planes, cluster, only=only, namespace=namespace, proxy=ProxyInputs(inputs.objects, inputs.nodes))
     if only is not None and not smap.services:
         ns, _, name = only.partition("/")
         raise NotFoundError(
@@ -81,9 +83,21 @@ def kube_proxy_versions(objects: List[dict]) -> Dict[str, str]:
     return out
 
 
-def node_rows(smap: ServiceMap, objects: List[dict]) -> List[Dict[str, object]]:
-    """`kubectl svcnet nodes`: one row per node, from what its rules hold."""
+def node_rows(
+    smap: ServiceMap, objects: List[dict], node_info: Optional[Dict[str, Dict[str, Any]]] = None
+) -> List[Dict[str, object]]:
+    """`kubectl svcnet nodes`: one row per node, from what its rules hold, and from `node_info`
+    (Inputs.node_info: kube-proxy's /healthz answer, a rules-in-both-backends warning) when read."""
+    from kubectl_svcnet.collect.nodecmds import parse_healthz
+
     versions = kube_proxy_versions(objects)
+    info = node_info or {}
+    health: Dict[str, Dict[str, Any]] = {}
+    for name, extra in info.items():
+        hz = extra.get("healthz")
+        if isinstance(hz, dict):
+            health[name] = parse_healthz(hz.get("body"), hz.get("statusCode"))
+    unknown = {"lastSync": None, "healthy": None, "syncAgeSeconds": None, "nodeEligible": None}
     services: Dict[str, set] = {}
     endpoints: Dict[str, set] = {}
     for v in smap.services:
@@ -100,6 +114,8 @@ def node_rows(smap: ServiceMap, objects: List[dict]) -> List[Dict[str, object]]:
             "kubeProxyVersion": versions.get(n.name),
             "servicePorts": len(services.get(n.name, ())),
             "endpoints": len(endpoints.get(n.name, ())),
+            **health.get(n.name, unknown),
+            "backendWarning": info.get(n.name, {}).get("backendWarning"),
             "error": n.error,
         }
         for n in smap.nodes
@@ -133,5 +149,11 @@ def write_snapshot(inputs: Inputs, directory: str) -> int:
             label = source.rsplit(":", 1)[-1] if ":" in source else f"dump{i}"
             safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip(".") or f"dump{i}"
             (nd / f"{safe}.txt").write_text(text)
+            count += 1
+        healthz = inputs.node_info.get(node, {}).get("healthz")
+        if healthz is not None:  # kube-proxy's /healthz answer, as read (`--snapshot` reads it back)
+            from kubectl_svcnet.collect.files import HEALTHZ_FILE
+
+            (nd / HEALTHZ_FILE).write_text(json.dumps(healthz, indent=2) + "\n")
             count += 1
     return count

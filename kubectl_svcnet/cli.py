@@ -79,7 +79,7 @@ def _live_options(o: dict, namespace: Optional[str], all_namespaces: bool):
         kubeconfig=o["kubeconfig"], context=o["context"], cluster=o["cluster"], user=o["user"],
         namespace=namespace, all_namespaces=all_namespaces, request_timeout=o["request_timeout"],
         nodes=tuple(o["nodes"]), node_selector=o["node_selector"], address_type=o["address_type"],
-        parallel=o["parallel"], ssh=ssh,
+        parallel=o["parallel"], ssh=ssh, healthz=bool(o.get("healthz")),
     )  # fmt: skip
 
 
@@ -144,7 +144,10 @@ def map_cmd(namespace, all_namespaces, **o) -> None:
 @click.argument("name")
 @_input_options
 @click.option("-n", "--namespace", metavar="NS", help="The Service's namespace (default: the context's, or default).")
-def trace(name, namespace, **o) -> None:
+@click.option("--logs", is_flag=True, help="Add kube-proxy's recent log lines on this Service or a failed sync.")
+@click.option("--log-lines", type=click.IntRange(1, 10000), default=20, show_default=True, metavar="N",
+              help="With --logs: at most N lines per node (the most recent).")  # fmt: skip
+def trace(name, namespace, logs, log_lines, **o) -> None:
     """One Service: all its ports, on every node, with the chain path each connection takes."""
     from kubectl_svcnet.app import build_map
 
@@ -152,8 +155,40 @@ def trace(name, namespace, **o) -> None:
         namespace, _, name = name.partition("/")
     inputs, ns = _read_inputs(o, namespace, service=name)
     _warn(inputs)
-    result = build_map(inputs, only=f"{ns or 'default'}/{name}")
-    _emit(result, o["output"], o["no_headers"], paths=o["output"] in ("table", "wide"))
+    service = f"{ns or 'default'}/{name}"
+    result = build_map(inputs, only=service)
+    if not logs:
+        _emit(result, o["output"], o["no_headers"], paths=o["output"] in ("table", "wide"))
+        return
+    # --logs: kube-proxy's log per node (a snapshot's nodes/<node>/*.log, else read live); a log that
+    # cannot be read is a warning, never a failure of the trace.
+    from kubectl_svcnet.proxymode import LOG_SCAN_LINES, filter_log
+    from kubectl_svcnet.render import render_logs
+
+    names = [n.name for n in result.service_map.nodes]
+    if o["from_file"]:
+        click.echo("warning: --logs: dump files carry no kube-proxy log (a snapshot's nodes/<node>/kube-proxy.log "
+                   "does)", err=True)  # fmt: skip
+    elif o["snapshot"]:
+        for n in names:
+            if n not in inputs.logs:
+                click.echo(f"warning: --logs: node {n}: no kube-proxy log in the snapshot (nodes/{n}/kube-proxy.log)",
+                           err=True)  # fmt: skip
+    else:
+        from kubectl_svcnet.collect.live import read_kube_proxy_logs
+
+        # Every node, the unreachable ones too: their logs come through the API, not SSH.
+        texts, warnings = read_kube_proxy_logs(_live_options(o, ns, False), names, LOG_SCAN_LINES)
+        inputs.logs.update(texts)
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+    kept = {n: filter_log(inputs.logs[n], service, log_lines) for n in names if n in inputs.logs}
+    render_logs(result.service_map, kept, sys.stdout, o["output"], o["no_headers"], err=sys.stderr)
+    sys.stdout.flush()
+    for line in result.problems:
+        click.echo(f"error: {line}", err=True)
+    if result.status != ExitStatus.OK:
+        raise SystemExit(int(result.status))
 
 
 @svcnet.command()
@@ -163,10 +198,11 @@ def nodes(**o) -> None:
     from kubectl_svcnet.app import build_map, node_rows
     from kubectl_svcnet.render import render_nodes
 
-    inputs, _ = _read_inputs(o, all_namespaces=True)
+    inputs, _ = _read_inputs(dict(o, healthz=True), all_namespaces=True)  # live: also kube-proxy's /healthz
     _warn(inputs)
     result = build_map(inputs)
-    render_nodes(node_rows(result.service_map, inputs.objects), sys.stdout, o["output"], o["no_headers"])
+    rows = node_rows(result.service_map, inputs.objects, inputs.node_info)
+    render_nodes(rows, sys.stdout, o["output"], o["no_headers"])
     sys.stdout.flush()
     for line in result.problems:
         click.echo(f"error: {line}", err=True)
@@ -184,7 +220,7 @@ def snapshot(directory, namespace, **o) -> None:
 
     if o["from_file"] or o["snapshot"]:
         raise UsageError("snapshot reads a live cluster: drop --from-file/--snapshot")
-    inputs, _ = _read_inputs(o, namespace, all_namespaces=namespace is None)
+    inputs, _ = _read_inputs(dict(o, healthz=True), namespace, all_namespaces=namespace is None)
     _warn(inputs)
     written = write_snapshot(inputs, directory)
     click.echo(f"wrote {written} files to {directory}", err=True)

@@ -18,6 +18,7 @@ from kubectl_svcnet.errors import InputError, UsageError
 
 OBJECT_SUFFIXES = (".json", ".yaml", ".yml")
 SKIP_NAMES = ("README", "readme", ".")
+HEALTHZ_FILE = "healthz.json"  # nodes/<node>/healthz.json: kube-proxy's /healthz answer, not a dump
 
 
 @dataclass
@@ -29,6 +30,11 @@ class Inputs:
     source_kind: Dict[str, str] = field(default_factory=dict)
     errors: Dict[str, str] = field(default_factory=dict)  # node -> why its dumps could not be read
     warnings: List[str] = field(default_factory=list)  # said on stderr, the answer still comes
+    # node -> what else was read about it, for `nodes`: "healthz" ({"statusCode": int | None, "body": str},
+    # kube-proxy's /healthz answer), "backendWarning" (str: rules also sit in the other iptables backend).
+    node_info: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # node -> kube-proxy's log text (a snapshot's nodes/<node>/*.log, or read live by `trace --logs`).
+    logs: Dict[str, str] = field(default_factory=dict)
 
 
 def _read_text(path: Path) -> str:
@@ -98,6 +104,19 @@ def load_objects(path: Path) -> List[Dict[str, Any]]:
         raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", where=f"{path}:{line}") from e
 
 
+def _read_healthz_file(inputs: Inputs, node: str, path: Path) -> None:
+    """nodes/<node>/healthz.json as `kubectl svcnet snapshot` writes it; a damaged one is a warning."""
+    try:
+        doc = json.loads(_read_text(path))
+        status, body = doc.get("statusCode"), doc.get("body")
+        if not isinstance(body, str) or not (status is None or isinstance(status, int)):
+            raise ValueError('expected {"statusCode": int | null, "body": str}')
+    except (ValueError, AttributeError, InputError) as e:
+        inputs.warnings.append(f"{path}: not read ({e})")
+        return
+    inputs.node_info.setdefault(node, {})["healthz"] = {"statusCode": status, "body": body}
+
+
 def read_snapshot(directory: str) -> Inputs:
     root = Path(directory)
     if not root.is_dir():
@@ -113,6 +132,17 @@ def read_snapshot(directory: str) -> Inputs:
                 continue
             dumps = []
             for f in sorted(nd.iterdir()):
+                if f.is_file() and f.name == HEALTHZ_FILE:
+                    _read_healthz_file(inputs, nd.name, f)
+                    continue
+                if f.is_file() and f.suffix == ".log":  # kube-proxy's log (e.g. kube-proxy.log), not a dump
+                    try:
+                        text = f.read_bytes().decode("utf-8", "replace")
+                    except OSError as e:
+                        inputs.warnings.append(f"{f}: not read ({e.strerror or e})")
+                        continue
+                    inputs.logs[nd.name] = inputs.logs.get(nd.name, "") + text
+                    continue
                 if f.is_file() and not f.name.startswith(SKIP_NAMES) and f.suffix != ".md":
                     dumps.append((_read_text(f), str(f)))
             inputs.nodes[nd.name] = dumps

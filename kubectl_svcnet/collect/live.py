@@ -32,6 +32,7 @@ class LiveOptions:
     parallel: int = 16
     ssh: Dict[str, Any] = field(default_factory=dict)  # SSHOptions fields
     node_timeout: float = 300.0
+    healthz: bool = False  # also read kube-proxy's /healthz on each node (`nodes`, `snapshot`)
 
 
 _REQ = re.compile(r"^\s*(!?)([A-Za-z0-9._/-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*))?\s*$")
@@ -100,7 +101,7 @@ def read_live(
     ) as session:  # fmt: skip
         namespace = opts.namespace or session.namespace
         list_ns = None if (opts.all_namespaces and not service) else namespace
-        objects, warnings = api.read_cluster(session, list_ns, service=service)
+        objects, warnings = api.read_cluster(session, list_ns, service=service, proxy=True)
     inputs = Inputs(objects=objects)
     inputs.warnings.extend(warnings)
     addresses, errors = select_nodes(objects, opts)
@@ -115,13 +116,17 @@ def read_live(
 
 def collect_ssh(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]]) -> None:
     from kubectl_svcnet.collect.fanout import collect_nodes, terminal_progress
+    from kubectl_svcnet.collect.nodecmds import collect_node
     from kubectl_svcnet.collect.ssh import SSHOptions, SSHRunnerFactory
+
+    def collect(runner: Any, name: str) -> Any:
+        return collect_node(runner, name, healthz=opts.healthz)
 
     factory = SSHRunnerFactory(SSHOptions(**opts.ssh))
     try:
         results = collect_nodes(
             addresses, factory, parallel=opts.parallel, timeout=opts.node_timeout,
-            progress=terminal_progress(progress) if progress is not None else None,
+            progress=terminal_progress(progress) if progress is not None else None, collect=collect,
         )  # fmt: skip
     finally:
         factory.close()
@@ -129,8 +134,16 @@ def collect_ssh(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, pr
         r = results[name]
         inputs.source_kind[name] = "ssh"
         if r.ok:
-            inputs.nodes[name] = list(r.value.dumps)
-            inputs.warnings.extend(r.value.warnings)
+            d = r.value
+            inputs.nodes[name] = list(d.dumps)
+            inputs.warnings.extend(d.warnings)
+            info: Dict[str, Any] = {}
+            if d.backend_warning:
+                info["backendWarning"] = d.backend_warning
+            if d.healthz is not None or d.healthz_status is not None:
+                info["healthz"] = {"statusCode": d.healthz_status, "body": d.healthz or ""}
+            if info:
+                inputs.node_info[name] = info
         else:
             inputs.nodes[name] = []
             inputs.errors[name] = getattr(r.error, "message", str(r.error))
@@ -191,3 +204,57 @@ def read_ranges(opts: LiveOptions):
 
         answers = ranges.run_probes(create, objects, namespace)
     return objects, answers, warnings
+
+
+KUBE_PROXY_CONTAINER = "kube-proxy"
+LOG_LIMIT_BYTES = 16 * 1024 * 1024  # per node: a tail of very long lines stays bounded
+
+
+def read_kube_proxy_logs(
+    opts: LiveOptions, nodes: Sequence[str], tail_lines: int, since_seconds: Optional[int] = None
+) -> Tuple[Dict[str, str], List[str]]:
+    """The last `tail_lines` lines of the kube-proxy pod on each of `nodes` (label k8s-app=kube-proxy,
+    spec.nodeName; container "kube-proxy", else the pod's first): (node -> text, warnings). Nothing
+    here fails the run: a node without a kube-proxy pod, or whose log cannot be read, is one warning."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubectl_svcnet.collect import api
+    from kubectl_svcnet.errors import ApiError, SvcnetError
+
+    logs: Dict[str, str] = {}
+    warnings: List[str] = []
+    if not nodes:
+        return logs, warnings
+    try:
+        session = api.connect(
+            opts.kubeconfig, opts.context, opts.cluster, opts.user, opts.namespace, False, opts.request_timeout
+        )
+    except SvcnetError as e:
+        return logs, [f"kube-proxy logs not read: {e.one_line()}"]
+    with session:
+        try:
+            pods = api.kube_proxy_pods_by_node(session)
+        except ApiError as e:
+            return logs, [f"kube-proxy logs not read: {e.one_line()}"]
+
+        def one(node: str) -> Tuple[str, Optional[str], Optional[str]]:
+            pod = pods.get(node)
+            if pod is None:
+                return node, None, f"node {node}: no kube-proxy pod (label k8s-app=kube-proxy) runs there: no log"
+            meta = pod.get("metadata") or {}
+            names = [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or [] if c.get("name")]
+            container = KUBE_PROXY_CONTAINER if KUBE_PROXY_CONTAINER in names or not names else names[0]
+            ns, name = str(meta.get("namespace") or "kube-system"), str(meta.get("name") or "")
+            try:
+                text = api.pod_logs(session, ns, name, container, tail_lines, since_seconds, LOG_LIMIT_BYTES)
+            except ApiError as e:
+                return node, None, f"node {node}: kube-proxy's log not read: {e.one_line()}"
+            return node, text, None
+
+        with ThreadPoolExecutor(max_workers=max(1, min(opts.parallel, len(nodes), 16))) as pool:
+            for node, text, why in pool.map(one, list(nodes)):
+                if text is not None:
+                    logs[node] = text
+                if why:
+                    warnings.append(why)
+    return logs, warnings

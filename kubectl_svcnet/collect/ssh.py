@@ -295,6 +295,8 @@ def _open_client(ep: Endpoint, options: SSHOptions, node: str, sock: Any = None,
         with wd:
             if sock is None:
                 sock = socket.create_connection((ep.hostname, ep.port), timeout=timeout)
+                # Small SSH packets must not wait for the node's delayed ACK (Nagle): ~40 ms a command.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             wd.add(sock)
             left = max(0.1, timeout - (time.monotonic() - started))
             agent = options.allow_agent and not ep.identities_only

@@ -108,6 +108,37 @@ while time.monotonic() < end:
     if select.select([s], [], [], 1.0)[0]:
         held.append(s.accept()[0])
 """
+# kube-proxy's /healthz (pkg/proxy/healthcheck/proxier_health.go) on 127.0.0.1:10256, as v1.29 answers:
+# times as Go's time.Time.String() with a monotonic reading; healthy: 200 and lastUpdated = currentTime;
+# "stale": 503 and lastUpdated 5 minutes before the server started (an update queued and never synced).
+HEALTHZ_SERVER = """
+import ctypes, http.server, os, signal, sys, time
+ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+if os.getppid() != int(sys.argv[2]): sys.exit(0)
+stale = sys.argv[1] == "stale"
+m0 = time.monotonic()
+synced = time.time() - 300
+def go(t):
+    frac = ("%09d" % int(round(t % 1 * 1e9) % 1000000000)).rstrip("0")
+    mono = "%.9f" % (time.monotonic() - m0 + 1.0)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + ("." + frac if frac else "") + " +0000 UTC m=+" + mono
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path != "/healthz":
+            self.send_error(404); return
+        now = time.time()
+        last = synced if stale else now
+        body = '{"lastUpdated": "%s","currentTime": "%s", "nodeEligible": true}' % (go(last), go(now))
+        self.send_response(503 if stale else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", 10256), H)
+print("ready", flush=True)
+srv.serve_forever()
+"""
 # Exec argv[1:] with PR_SET_PDEATHSIG=SIGKILL: sshd dies with the test process even on SIGKILL.
 DEATHSIG_EXEC = (
     "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0); "
@@ -174,6 +205,15 @@ class ClusterSpec:
     private_rules_from: str = "node01"
     user: bool = True  # a throw-away non-root user with a fake sudo
     pods: bool = True
+    # Opt-in extras (tests/test_nodes_cmd.py, tests/test_lab_fanout.py, benchmarks/fanout.py):
+    healthz: bool = False  # a fake kube-proxy /healthz on 127.0.0.1:10256 in every node namespace
+    healthz_stale: Sequence[str] = ()  # nodes whose /healthz answers 503, last sync 5 minutes before start
+    extra_nodes: int = 0  # more nodes, extra01.. at 192.168.56.21.., with sshd and `extra_rules` (no pods)
+    extra_rules: Optional[Path] = None  # an iptables-save dump for the extra nodes (default: seed node01's)
+    replay_saves: bool = False  # extra nodes can answer iptables-nft-save from a copy (`lab.replay_saves()`)
+    # Extra nodes' sessions skip root's ~/.bashrc (sshd `SetEnv SHLVL=1`: bash reads it for ssh commands only
+    # at shell level 1). This machine's runs `pyenv init`, about 0.1 s of CPU per command, which nodes lack.
+    skip_shell_rc: bool = False
 
 
 @dataclass
@@ -394,6 +434,10 @@ class ClusterLab:
             self._add_silent()
         if self.spec.user:
             self._add_user()
+        if self.spec.extra_nodes:
+            self._add_extra_nodes()
+        if self.spec.healthz:
+            self._add_healthz()
         self._write_known_hosts()
         self._wait_sshd_ready(timeout=20.0)
 
@@ -597,6 +641,86 @@ class ClusterLab:
         (self.tmp / "authorized_keys" / name).write_text(Path(self.client_key + ".pub").read_text())
         (self.tmp / "authorized_keys" / name).chmod(0o644)
 
+    def _add_extra_nodes(self) -> None:
+        """`spec.extra_nodes` more nodes on the LAN, each with sshd and a copy of `spec.extra_rules` in its
+        nft backend (loaded in parallel). With `spec.replay_saves`, each also gets its own bin directory
+        first in its sessions' PATH with an `iptables-nft-save` that, while `replay_saves(True)`, prints the
+        copy of its own rules taken at build time instead of asking the kernel — nodes that answer at
+        once, as nodes with their own CPUs would (the lab's nodes share this machine's)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        count = self.spec.extra_nodes
+        if not 0 < count <= 79:
+            raise ValueError(f"extra_nodes must be 1..79 (192.168.56.21-99), not {count}")
+        if self.spec.extra_rules is not None:
+            rules = strip_nfacct(Path(self.spec.extra_rules).read_text())
+        else:
+            rules = self._seed_rules("node01")
+        nft = iptables_nft_restore(self.host)
+        assert nft is not None
+        extra: List[LabNode] = []
+        for i in range(1, count + 1):
+            name = f"extra{i:02d}"
+            d = self.tmp / name
+            d.mkdir()
+            d.chmod(0o755)
+            node = LabNode(name, f"{LAN.network_address + 20 + i}", f"{self.id}-{name}", "", d)
+            self.nodes[name] = node
+            self._add_netns(node.ns)
+            node.lan_if = self._lan(node.ns, node.ip)
+            extra.append(node)
+
+        def load(node: LabNode) -> None:
+            self.host.run([nft], netns=node.ns, input=rules)
+            if self.spec.replay_saves:
+                saved = node.dir / "iptables-nft-save.txt"
+                saved.write_text(self.host.run(["iptables-nft-save"], netns=node.ns).stdout)
+                bin_dir = node.dir / "bin"
+                bin_dir.mkdir()
+                bin_dir.chmod(0o755)
+                shutil.copy2(self.tmp / "bin" / "sudo", bin_dir / "sudo")
+                real = shutil.which("iptables-nft-save") or "/usr/sbin/iptables-nft-save"
+                shim = bin_dir / "iptables-nft-save"
+                shim.write_text(f'#!/bin/sh\n[ -e {node.dir / "replay"} ] && exec cat {saved}\nexec {real} "$@"\n')
+                shim.chmod(0o755)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            list(pool.map(load, extra))
+        for node in extra:
+            cfg = self._sshd_config(node.name, node.ip, node.dir)
+            if self.spec.replay_saves:
+                text = cfg.read_text().replace(f" {self.tmp / 'bin'}\n", f" {node.dir / 'bin'}\n")
+                cfg.write_text(text)
+            if self.spec.skip_shell_rc:
+                cfg.write_text(cfg.read_text() + "SetEnv SHLVL=1\n")
+            self._start_sshd(node)
+
+    def extra_node_names(self) -> List[str]:
+        return [n for n in self.nodes if n.startswith("extra")]
+
+    def replay_saves(self, on: bool) -> None:
+        """Extra nodes' iptables-nft-save: the copy taken at build time (on) or the kernel's (off)."""
+        for name in self.extra_node_names():
+            flag = self.nodes[name].dir / "replay"
+            if on:
+                flag.write_text("")
+            elif flag.exists():
+                flag.unlink()
+
+    def _add_healthz(self) -> None:
+        procs = {}
+        for node in self.nodes.values():
+            mode = "stale" if node.name in self.spec.healthz_stale else "healthy"
+            proc = self.host.spawn([sys.executable, "-c", HEALTHZ_SERVER, mode, str(os.getpid())], netns=node.ns)
+            self._res.processes.append(proc)
+            procs[node.name] = proc
+        deadline = time.monotonic() + 20
+        for name, proc in procs.items():
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.1, deadline - time.monotonic()))
+            line = proc.stdout.readline() if ready else ""
+            if line.strip() != "ready":
+                raise RuntimeError(f"healthz server on {name} not ready: {line!r}")
+
     def _write_known_hosts(self) -> None:
         lines = "".join(self.known_hosts_line(n) for n in self.nodes)
         if self.spec.private:
@@ -666,7 +790,8 @@ def _drive(request: Dict[str, Any]) -> Dict[str, Any]:
             return {"stdout": res.text, "stderr": res.stderr, "exit_code": res.exit_code, "command": res.command}
         d = collect_node(runner, name, healthz=request.get("healthz", False), compress=request.get("compress"))
         return {"dumps": d.dumps, "backend": d.backend, "backend_reason": d.backend_reason, "warnings": d.warnings,
-                "commands": d.commands, "uid": d.uid, "extra": d.extra}  # fmt: skip
+                "commands": d.commands, "uid": d.uid, "extra": d.extra, "healthz": d.healthz,
+                "healthz_status": d.healthz_status, "stale_backend": d.stale_backend}  # fmt: skip
 
     t0 = time.monotonic()
     try:

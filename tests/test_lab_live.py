@@ -167,3 +167,25 @@ def test_nodes_reports_each_node(lab, api):
     for i in items.values():
         assert (i["source"], i["proxyMode"], i["kubeProxyVersion"], i["error"]) == ("ssh", "iptables", "v1.29.6", None)
         assert i["servicePorts"] >= 7 and i["endpoints"] >= 8
+
+
+def test_a_node_whose_kube_proxy_wrote_no_rules_is_explained(lab, api):
+    """node02's rules are flushed (kube-proxy crashed before its first sync, say): the node is reported
+    with proxyMode none and why, the other nodes still answer, and no Service is blamed on it."""
+    node = lab.node("node02")
+    for table in ("nat", "filter", "mangle"):
+        lab.host.run(["iptables-nft", "-t", table, "-F"], netns=node.ns)
+        lab.host.run(["iptables-nft", "-t", table, "-X"], netns=node.ns)
+    try:
+        r = svcnet(lab, api, "map", "-A", "-o", "json")
+        n = svcnet(lab, api, "nodes", "-o", "json")
+    finally:
+        lab._load_rules(node)  # back as it was, for any test after this one
+    assert n.returncode in (0, 3), n.stderr
+    modes = {i["name"]: i["proxyMode"] for i in json.loads(n.stdout)["items"]}
+    assert modes == {"controlplane": "iptables", "node01": "iptables", "node02": "none"}
+    doc = json.loads(r.stdout)
+    why = [f for f in doc["findings"] if f["node"] == "node02"]
+    assert why and any("kube-proxy" in f["message"] for f in why), doc["findings"]
+    assert not any(f["code"] == "missing-service" for s in doc["services"] for f in s["findings"])
+    assert {fe["node"] for s in doc["services"] for fe in s["frontends"]} == {"controlplane", "node01"}

@@ -718,16 +718,19 @@ class Walker:
         )
         hit = self.memo.get(key)
         if hit is not None:
-            return hit
+            return hit  # type: ignore[return-value]
+        out = self._walk_chain(table, chain, pkt, depth)
+        self.memo[key] = out
+        return out
+
+    def _walk_chain(self, table: str, chain: str, pkt: Packet, depth: int) -> List[Outcome]:
+        """One chain, from its first rule, unmemoised (a jump loop ends the walk, reported once)."""
         self.visited.add((table, chain))
         if depth > 40:
             self.loops.append(chain)
             return [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
-        t = self.dump.tables[table]
-        rules = t.candidates(chain, None if pkt.dst == NODE else pkt.dst, pkt.dport)
-        out = self._walk_rules(table, chain, rules, 0, pkt, NO_MARK_OP, depth, None)
-        self.memo[key] = out
-        return out
+        rules = self.dump.tables[table].candidates(chain, None if pkt.dst == NODE else pkt.dst, pkt.dport)
+        return self._walk_rules(table, chain, rules, 0, pkt, NO_MARK_OP, depth, None)
 
     def _walk_fast(self, table: str, chain: str, pkt: Packet, depth: int) -> List[Outcome]:
         d = self.deps(table, chain)
@@ -745,15 +748,9 @@ class Walker:
                     if cls is not None:
                         self._cls_used[-1] = True
                     return outs
-        self.visited.add((table, chain))
-        if depth > 40:
-            self.loops.append(chain)
-            return [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
-        t = self.dump.tables[table]
-        rules = t.candidates(chain, None if pkt.dst == NODE else pkt.dst, pkt.dport)
         self._cls_used.append(False)
         try:
-            out = self._walk_rules(table, chain, rules, 0, pkt, NO_MARK_OP, depth, None)
+            out = self._walk_chain(table, chain, pkt, depth)
         finally:
             used = self._cls_used.pop()
         if used:

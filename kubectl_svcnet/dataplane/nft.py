@@ -1657,6 +1657,24 @@ def _resolve_table(  # noqa: C901 - the dispatch maps, one after another
     def port_of(text: str) -> Optional[int]:
         return int(text) if text.isdecimal() else None
 
+    def external_type(elem: NftElement, key: ServiceKey, ip: str) -> str:
+        """An external IP and a load-balancer IP look alike in nft mode: LoadBalancer when source
+        ranges guard it, or when the service has node ports and the address is globally routable."""
+        if elem.key in firewall or (key in with_node_port and _is_global(ip)):
+            return LOAD_BALANCER
+        return EXTERNAL_IP
+
+    def with_firewall(elem: NftElement, routes: Tuple[Route, ...], where: str, key: ServiceKey) -> Tuple[Route, ...]:
+        """Routes of a frontend that firewall-ips guards (loadBalancerSourceRanges), else unchanged."""
+        fw = firewall.get(elem.key)
+        if fw is None:
+            return routes
+        external_view = next((r for r in routes if r.source in (FROM_ANY, FROM_EXTERNAL)), None)
+        fw_routes = _firewall_routes(
+            resolver, entry_hops(FIREWALL_IPS, fw), fw.verdict or "", external_view, where, key.service
+        )
+        return fw_routes if fw_routes is not None else routes
+
     seen_service_keys: Set[Tuple[str, ...]] = set()
     for elem in elements(SERVICE_IPS):
         if len(elem.key) != 3 or port_of(elem.key[2]) is None:
@@ -1677,27 +1695,15 @@ def _resolve_table(  # noqa: C901 - the dispatch maps, one after another
         target = _verdict_target(elem.verdict) or ""
         if ip in cluster_ips or target.startswith(("service-", "local-")):
             ftype = CLUSTER_IP
-        elif elem.key in firewall:
-            ftype = LOAD_BALANCER
-        elif key in with_node_port and _is_global(ip):
-            ftype = LOAD_BALANCER
         else:
-            ftype = EXTERNAL_IP
+            ftype = external_type(elem, key, ip)
         where = f"{ftype} {ip}:{port} ({key})"
         fb = no_ep_services.get(elem.key)
         fallback = (entry_hops(NO_ENDPOINT_SERVICES, fb), fb.verdict or "") if fb is not None else None
         pod, nodecls, ext = resolver.element_routes(
             entry_hops(SERVICE_IPS, elem), elem.verdict or "", fallback, key.service, where
         )
-        routes = _combine(pod, nodecls, ext, resolver, where, key.service)
-        fw = firewall.get(elem.key)
-        if fw is not None:
-            external_view = next((r for r in routes if r.source in (FROM_ANY, FROM_EXTERNAL)), None)
-            fw_routes = _firewall_routes(
-                resolver, entry_hops(FIREWALL_IPS, fw), fw.verdict or "", external_view, where, key.service
-            )
-            if fw_routes is not None:
-                routes = fw_routes
+        routes = with_firewall(elem, _combine(pod, nodecls, ext, resolver, where, key.service), where, key)
         add(key, ftype, ip, port, routes)
 
     # Service IPs without (usable) endpoints: only the filter-hook check knows them.
@@ -1725,23 +1731,13 @@ def _resolve_table(  # noqa: C901 - the dispatch maps, one after another
             ip, port = elem.key[0], int(elem.key[2])
             if ip in cluster_ips or (not has_cluster_ips_set and len(elems) == 1):
                 ftype = CLUSTER_IP
-            elif elem.key in firewall or (key in with_node_port and _is_global(ip)):
-                ftype = LOAD_BALANCER
             else:
-                ftype = EXTERNAL_IP
+                ftype = external_type(elem, key, ip)
             where = f"{ftype} {ip}:{port} ({key})"
             pod, nodecls, ext = resolver.element_routes(
                 entry_hops(NO_ENDPOINT_SERVICES, elem), elem.verdict or "", None, key.service, where
             )
-            routes = _combine(pod, nodecls, ext, resolver, where, key.service)
-            fw = firewall.get(elem.key)
-            if fw is not None:
-                external_view = next((r for r in routes if r.source in (FROM_ANY, FROM_EXTERNAL)), None)
-                fw_routes = _firewall_routes(
-                    resolver, entry_hops(FIREWALL_IPS, fw), fw.verdict or "", external_view, where, key.service
-                )
-                if fw_routes is not None:
-                    routes = fw_routes
+            routes = with_firewall(elem, _combine(pod, nodecls, ext, resolver, where, key.service), where, key)
             add(key, ftype, ip, port, routes)
 
     # Node ports.

@@ -263,9 +263,8 @@ def _int(value: Optional[str], what: str, source: str, lineno: int) -> int:
     return int(value)
 
 
-def parse_ipvsadm(text: str, source: str, data: Optional[IpvsData] = None) -> IpvsData:
-    """Parse ``ipvsadm-save -n`` or ``ipvsadm -Ln`` (any of its column variants) into `data`."""
-    data = data if data is not None else IpvsData()
+def _lines(text: str, source: str, data: IpvsData) -> List[str]:
+    """The dump's lines, recorded as read into `data`; a cut last line is dropped with an error finding."""
     data.sources.append(source)
     lines = text.split("\n")
     if text and not text.endswith("\n") and len(lines) > 1:
@@ -273,6 +272,13 @@ def parse_ipvsadm(text: str, source: str, data: Optional[IpvsData] = None) -> Ip
             Finding("error", "truncated-dump", f"dump ends mid-line; last line ignored ({source}:{len(lines)})")
         )
         lines = lines[:-1]
+    return lines
+
+
+def parse_ipvsadm(text: str, source: str, data: Optional[IpvsData] = None) -> IpvsData:
+    """Parse ``ipvsadm-save -n`` or ``ipvsadm -Ln`` (any of its column variants) into `data`."""
+    data = data if data is not None else IpvsData()
+    lines = _lines(text, source, data)
     columns = "default"
     current: Optional[VirtualServer] = None
     for lineno, raw in enumerate(lines, 1):
@@ -459,13 +465,7 @@ def _list_real(s: str, columns: str, vs: VirtualServer, source: str, lineno: int
 def parse_ipset(text: str, source: str, data: Optional[IpvsData] = None) -> IpvsData:
     """Parse ``ipset save`` or ``ipset list`` output into `data`."""
     data = data if data is not None else IpvsData()
-    data.sources.append(source)
-    lines = text.split("\n")
-    if text and not text.endswith("\n") and len(lines) > 1:
-        data.findings.append(
-            Finding("error", "truncated-dump", f"dump ends mid-line; last line ignored ({source}:{len(lines)})")
-        )
-        lines = lines[:-1]
+    lines = _lines(text, source, data)
     if _first_line(text).startswith("Name: "):
         _parse_ipset_list(lines, source, data)
     else:

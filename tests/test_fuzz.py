@@ -53,16 +53,15 @@ _TOKENS = [
 ]  # fmt: skip
 
 
-@SETTINGS
-@given(st.sampled_from(DUMPS), st.data())
-def test_mutated_lines(dump, data):
-    lines = dump.split("\n")
+def mutate_lines(text: str, data, tokens) -> str:
+    """1 to 4 edits of whole words (insert, delete, replace a token) or duplicated lines."""
+    lines = text.split("\n")
     for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
         i = data.draw(st.integers(min_value=0, max_value=len(lines) - 1))
         words = lines[i].split(" ")
         j = data.draw(st.integers(min_value=0, max_value=len(words)))
         op = data.draw(st.sampled_from(["insert", "delete", "replace", "dup"]))
-        tok = data.draw(st.sampled_from(_TOKENS) | st.text(max_size=8))
+        tok = data.draw(st.sampled_from(tokens) | st.text(max_size=8))
         if op == "insert":
             words.insert(j, tok)
         elif op == "delete" and words:
@@ -72,4 +71,10 @@ def test_mutated_lines(dump, data):
         else:
             lines.insert(i, lines[i])
         lines[i] = " ".join(words)
-    read_or_parse_error("\n".join(lines))
+    return "\n".join(lines)
+
+
+@SETTINGS
+@given(st.sampled_from(DUMPS), st.data())
+def test_mutated_lines(dump, data):
+    read_or_parse_error(mutate_lines(dump, data, _TOKENS))

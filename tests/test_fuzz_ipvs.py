@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from kubectl_svcnet.dataplane import read_node
 from kubectl_svcnet.errors import DumpParseError
 from tests.golden import fixture_dirs
+from tests.test_fuzz import mutate_lines
 
 NAMES = ("ipvsadm-save.txt", "ipvsadm-Ln.txt", "ipset-save.txt", "ipset-list.txt", "iptables-save.txt", "dump.txt")
 SETS = [
@@ -47,23 +48,8 @@ def test_truncated_dumps(dumps, data):
 @given(st.sampled_from(SETS), st.data())
 def test_mutated_lines(dumps, data):
     k = data.draw(st.integers(min_value=0, max_value=len(dumps) - 1))
-    lines = dumps[k].split("\n")
-    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
-        i = data.draw(st.integers(min_value=0, max_value=len(lines) - 1))
-        words = lines[i].split(" ")
-        j = data.draw(st.integers(min_value=0, max_value=len(words)))
-        op = data.draw(st.sampled_from(["insert", "delete", "replace", "dup"]))
-        tok = data.draw(st.sampled_from(_TOKENS) | st.text(max_size=8))
-        if op == "insert":
-            words.insert(j, tok)
-        elif op == "delete" and words:
-            words.pop(min(j, len(words) - 1))
-        elif op == "replace" and words:
-            words[min(j, len(words) - 1)] = tok
-        else:
-            lines.insert(i, lines[i])
-        lines[i] = " ".join(words)
-    read_or_parse_error([("\n".join(lines) if n == k else t) for n, t in enumerate(dumps)])
+    mutated = mutate_lines(dumps[k], data, _TOKENS)
+    read_or_parse_error([(mutated if n == k else t) for n, t in enumerate(dumps)])
 
 
 @SETTINGS

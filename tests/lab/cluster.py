@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from tests.lab.host import LocalHost
-from tests.lab.lab import GATEWAY, NS_PREFIX, _b36, _counter, _pid_alive, _Resources, reap_stale
+from tests.lab.lab import GATEWAY, NS_PREFIX, Owner, _b36, _counter, _pid_alive, _Resources, reap_stale
 from tests.lab.rules import iptables_nft_restore, strip_nfacct
 
 HERE = Path(__file__).resolve().parent
@@ -263,7 +263,7 @@ class _ClusterResources(_Resources):
                 signal.signal(signal.SIGINT, old)
 
 
-class ClusterLab:
+class ClusterLab(Owner):
     """Three seed-cluster nodes with sshd, pods and kube-proxy rules, plus the SSH client's namespace."""
 
     def __init__(self, spec: Optional[ClusterSpec] = None, host: Optional[LocalHost] = None):
@@ -282,30 +282,6 @@ class ClusterLab:
         self._lan_ports = 0
         self._res = _ClusterResources(self.host)
         self._finalizer = weakref.finalize(self, _ClusterResources.release, self._res)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> ClusterLab:
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._finalizer()
-
-    @property
-    def namespaces(self) -> List[str]:
-        return list(self._res.namespaces)
-
-    @property
-    def pids(self) -> List[int]:
-        return [p.pid for p in self._res.processes]
 
     # -- paths and addresses -----------------------------------------------------------------
 

@@ -243,28 +243,18 @@ class _Resources:
                 signal.signal(signal.SIGINT, old)
 
 
-class Lab:
-    """One node with its pods and an external client, in network namespaces. A context manager."""
+class Owner:
+    """What every lab shares: it owns its resources (`_res`, released by `_finalizer` — also at garbage
+    collection and interpreter exit), builds on `with`, and releases everything on exit or on a failed
+    build. Subclasses set `_res` and `_finalizer` in __init__ and define `build()`."""
 
-    def __init__(self, spec: LabSpec, host: Optional[LocalHost] = None):
-        self.spec = spec
-        self.host = host or LocalHost()
-        self.id = f"{NS_PREFIX}{os.getpid()}-{next(_counter)}"
-        # Interface names must fit IFNAMSIZ (15): a shorter form of the same unique prefix.
-        self._if = f"s{_b36(os.getpid())}{_b36(int(self.id.rsplit('-', 1)[1]))}"
-        self.node_ns = f"{self.id}-node"
-        self.client_ns = f"{self.id}-client"
-        self.void_ns = f"{self.id}-void"
-        self.pod_client_ns: Optional[str] = f"{self.id}-podcl" if spec.pod_client_ip else None
-        self.pod_ns: Dict[str, str] = {}
-        self.servers: Dict[str, Any] = {}  # pod ip -> Popen
-        self.mode = detect_format(spec.rules) if spec.rules.strip() else None
-        self._res = _Resources(self.host)
-        self._finalizer = weakref.finalize(self, _Resources.release, self._res)
+    _res: _Resources
+    _finalizer: Any
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    def build(self) -> None:  # pragma: no cover - every lab defines it
+        raise NotImplementedError
 
-    def __enter__(self) -> Lab:
+    def __enter__(self):
         try:
             self.build()
         except BaseException:
@@ -285,6 +275,26 @@ class Lab:
     @property
     def pids(self) -> List[int]:
         return [p.pid for p in self._res.processes]
+
+
+class Lab(Owner):
+    """One node with its pods and an external client, in network namespaces. A context manager."""
+
+    def __init__(self, spec: LabSpec, host: Optional[LocalHost] = None):
+        self.spec = spec
+        self.host = host or LocalHost()
+        self.id = f"{NS_PREFIX}{os.getpid()}-{next(_counter)}"
+        # Interface names must fit IFNAMSIZ (15): a shorter form of the same unique prefix.
+        self._if = f"s{_b36(os.getpid())}{_b36(int(self.id.rsplit('-', 1)[1]))}"
+        self.node_ns = f"{self.id}-node"
+        self.client_ns = f"{self.id}-client"
+        self.void_ns = f"{self.id}-void"
+        self.pod_client_ns: Optional[str] = f"{self.id}-podcl" if spec.pod_client_ip else None
+        self.pod_ns: Dict[str, str] = {}
+        self.servers: Dict[str, Any] = {}  # pod ip -> Popen
+        self.mode = detect_format(spec.rules) if spec.rules.strip() else None
+        self._res = _Resources(self.host)
+        self._finalizer = weakref.finalize(self, _Resources.release, self._res)
 
     # -- building ----------------------------------------------------------------------------
 

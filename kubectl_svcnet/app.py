@@ -4,8 +4,10 @@ the others."""
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.errors import DumpParseError, ExitStatus, NotFoundError
@@ -19,7 +21,26 @@ class RunResult:
     problems: List[str]  # one line each, for stderr
 
 
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """The core allocates millions of small objects (rules, outcomes, routes) and frees few, none of
+    them in reference cycles: the cyclic collector's repeated full passes over them cost a third of a
+    map of 10,000 services and reclaim nothing. Turned off around the core, restored after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def build_map(inputs: Inputs, only: Optional[str] = None, namespace: Optional[str] = None) -> RunResult:
+    with no_cyclic_gc():
+        return _build_map(inputs, only, namespace)
+
+
+def _build_map(inputs: Inputs, only: Optional[str], namespace: Optional[str]) -> RunResult:
     from kubectl_svcnet.analyze import analyze
     from kubectl_svcnet.dataplane import read_node
 

@@ -56,6 +56,8 @@ class ServiceKey:
 class Hop:
     """One rule a packet takes: the chain it is in, its line in the dump, and its text."""
 
+    __slots__ = ("chain", "line", "rule")  # one per walked rule: 100,000s on a big node
+
     chain: str
     line: int
     rule: str

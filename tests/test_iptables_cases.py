@@ -205,7 +205,7 @@ def test_backend_and_family_from_every_save_tool(header, backend, family):
 def test_fast_and_general_rule_readers_agree_on_every_fixture_rule():
     """parse_rule reads kube-proxy's common shapes with one regex; the general tokeniser must give the
     same fields for every rule of every fixture (and of the seed cluster and the benchmark's shape)."""
-    from kubectl_svcnet.dataplane.iptables import Rule, parse_rule, parse_rule_general
+    from kubectl_svcnet.dataplane.iptables import Extra, Rule, parse_rule, parse_rule_general
     from tests.golden import FIXTURES
 
     root = FIXTURES.parent.parent.parent
@@ -217,7 +217,7 @@ def test_fast_and_general_rule_readers_agree_on_every_fixture_rule():
                 continue
             _, chain, spec = ln.split(" ", 2)
             a, b = parse_rule(n, chain, spec), parse_rule_general(n, chain, spec)
-            fields = [s for s in Rule.__slots__ if s != "_hop"]
+            fields = [s for s in Rule.__slots__ if s not in ("_hop", "x")] + list(Extra.__slots__)
             assert [getattr(a, s) for s in fields] == [getattr(b, s) for s in fields], (f, n, ln)
             seen_fast += a.probability is not None or a.target == "DNAT"
     assert seen_fast > 50

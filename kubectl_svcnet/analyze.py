@@ -49,7 +49,10 @@ def _annotate(
             typ = LOAD_BALANCER
         elif fe.ip in svc.external_ips:
             typ = EXTERNAL_IP
+    # Objects are copied only where something changes: without API objects nothing does, and a
+    # 10,000-service map is not copied backend by backend.
     routes = []
+    changed = typ != fe.type
     for r in fe.routes:
         backends = []
         for b in r.backends:
@@ -57,9 +60,12 @@ def _annotate(
             pod = (ep.pod if ep else None) or cluster.pods_by_ip.get(b.ip)
             node = ep.node_name if ep and ep.node_name else (cluster.pod_nodes.get(pod) if pod else None)
             local = (node == fe.node) if node else None
-            backends.append(replace(b, pod=pod, local=local))
-        routes.append(replace(r, backends=tuple(backends)))
-    return replace(fe, type=typ, routes=tuple(routes))
+            backends.append(b if (pod, local) == (b.pod, b.local) else replace(b, pod=pod, local=local))
+        if any(x is not y for x, y in zip(backends, r.backends)):
+            r = replace(r, backends=tuple(backends))
+            changed = True
+        routes.append(r)
+    return replace(fe, type=typ, routes=tuple(routes)) if changed else fe
 
 
 def _cluster_route(fe: Frontend) -> Optional[Route]:

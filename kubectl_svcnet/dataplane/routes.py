@@ -8,7 +8,6 @@ that end the same way are merged into the fewest routes: `any` when all agree, e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from kubectl_svcnet.model import (
@@ -28,17 +27,30 @@ POD, LOCAL, EXTERNAL = "pod", "node", "external"
 RANGE_PREFIX = "range:"
 
 
-@dataclass(frozen=True)
 class End:
     """One way a new connection ends: a verdict, the backend it is DNATed to, its share, and the
-    hops that took it there."""
+    hops that took it there. (A plain slotted class: a big node makes one per backend, frontend and
+    class of client, and a frozen dataclass's __init__ costs several times more.)"""
 
-    verdict: str
-    ip: Optional[str]
-    port: Optional[int]
-    prob: float
-    path: Tuple[Hop, ...]
-    affinity: Optional[int] = None
+    __slots__ = ("verdict", "ip", "port", "prob", "path", "affinity")
+
+    def __init__(
+        self, verdict: str, ip: Optional[str], port: Optional[int], prob: float, path: Tuple[Hop, ...],
+        affinity: Optional[int] = None,
+    ):  # fmt: skip
+        self.verdict, self.ip, self.port, self.prob, self.path, self.affinity = verdict, ip, port, prob, path, affinity
+
+    def _key(self) -> tuple:
+        return (self.verdict, self.ip, self.port, self.prob, self.path, self.affinity)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, End) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"End({self.verdict}, {self.ip}:{self.port}, {self.prob:.6g}, {len(self.path)} hops)"
 
 
 def _merge(ends: Sequence[End]) -> List[End]:
@@ -92,8 +104,16 @@ def make_route(source: str, ends: Sequence[End]) -> Route:
 
 def group_routes(per_class: Dict[str, Sequence[End]]) -> Tuple[Route, ...]:
     """Merge per-class results into the fewest routes the contract can say."""
-    merged = {cls: _merge(ends) for cls, ends in per_class.items()}
-    sig = {cls: _signature(ends) for cls, ends in merged.items()}
+    merged: Dict[str, List[End]] = {}
+    sig: Dict[str, tuple] = {}
+    done: Dict[int, Tuple[Sequence[End], List[End], tuple]] = {}
+    for cls, ends in per_class.items():
+        # Classes often share one list of ends (the same memoised walk): merge and sign it once.
+        hit = done.get(id(ends))
+        if hit is None or hit[0] is not ends:
+            m = _merge(ends)
+            hit = done[id(ends)] = (ends, m, _signature(m))
+        merged[cls], sig[cls] = hit[1], hit[2]
     ext = sig.get(EXTERNAL)
     ranges = [c for c in per_class if c.startswith(RANGE_PREFIX) and sig[c] != ext]
     cluster_same = sig.get(POD) == sig.get(LOCAL)

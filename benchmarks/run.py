@@ -213,6 +213,54 @@ def profile_map(dump: str, out_prof: str, top: int = 25) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
+PHASES_CHILD = """
+import gc, json, os, resource, sys, time
+gc.disable()  # as app.build_map runs the core
+from kubectl_svcnet import render
+from kubectl_svcnet.analyze import analyze
+from kubectl_svcnet.dataplane.iptables import parse_iptables, resolve_iptables
+def rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+out = {"start": rss()}
+t = time.perf_counter()
+def lap(name):
+    global t
+    now = time.perf_counter()
+    out[name] = (now - t, rss())
+    t = now
+with open(sys.argv[1], encoding="utf-8") as f:
+    text = f.read()
+lap("read")
+dump = parse_iptables(text, sys.argv[1])
+lap("parse")
+del text
+plane = resolve_iptables([dump], "node1")
+lap("resolve")
+del dump
+smap = analyze([plane], None)
+lap("analyze")
+with open(os.devnull, "w") as sink:
+    render.write_json(render.to_dict(smap, lazy=True), sink)
+lap("render")
+print(json.dumps(out))
+"""
+
+
+def phases(dump: str, size: int, lines: int) -> None:
+    """map's phases one by one in a fresh interpreter: time and peak RSS after each."""
+    p = subprocess.run([sys.executable, "-c", PHASES_CHILD, dump], capture_output=True, text=True, check=True)
+    got = json.loads(p.stdout)
+    print("\nmap, phase by phase (fresh process, cyclic GC off as in build_map; peak RSS after each):")
+    print(f"  {'phase':<8} {'time':>9} {'lines/s':>12} {'peak RSS':>10} {'x dump':>7}")
+    total = 0.0
+    for name in ("read", "parse", "resolve", "analyze", "render"):
+        secs, peak = got[name]
+        total += secs
+        rate = f"{lines / secs:,.0f}" if name in ("parse", "resolve") else ""
+        print(f"  {name:<8} {fmt_time(secs):>9} {rate:>12} {fmt_bytes(peak):>10} {peak / size:>6.1f}x")
+    print(f"  {'total':<8} {fmt_time(total):>9} {lines / total:>12,.0f}   (imports and start-up not included)")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--services", type=int, default=10_000, help="services in the dump (default 10000)")
@@ -224,6 +272,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--profile", action="store_true", help="then run the map in-process under cProfile")
     ap.add_argument("--profile-only", action="store_true", help="only the cProfile run")
     ap.add_argument("--top", type=int, default=25, help="functions to list per profile table (default 25)")
+    ap.add_argument("--phases", action="store_true", help="only map's phases (read/parse/resolve/analyze/render)")
     args = ap.parse_args(argv)
     S, E = args.services, args.endpoints
     target = args.target if args.target is not None else min(1007, S - 1)
@@ -244,6 +293,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     del data
     print(f"dump: {os.path.relpath(dump)}: {S:,} services x {E} endpoints, {lines:,} lines, {fmt_bytes(size)}")
 
+    if args.phases:
+        phases(dump, size, lines)
+        return 0
     if args.profile_only:
         profile_map(dump, os.path.join(OUT, f"map-{tag}.prof"), args.top)
         return 0

@@ -966,3 +966,280 @@ def translate_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# Debug pods (`--via pod`, collect/debugpod.py): create, wait for Running, exec, delete.
+#
+# The pod itself (its manifest, its name, when it is deleted) is debugpod.py's business; these
+# functions only speak to the API and translate its answers, like the reads above. Exec goes through
+# `kubernetes.stream` (a websocket GET of pods/<name>/exec, channels v5/v4.channel.k8s.io): byte 1 is
+# stdout, 2 stderr, 3 the exec's Status (exit code in details.causes[reason=ExitCode]).
+
+POD_POLL_SECONDS = 0.5
+EXEC_READ_SLICE = 0.5  # seconds per wait for websocket frames: how soon a cancel or a timeout is seen
+# Container states that will not become Running by waiting (kubelet's reasons).
+_STUCK = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
+          "CreateContainerError", "RunContainerError", "CrashLoopBackOff")  # fmt: skip
+_NOT_FOUND_EXEC = ("executable file not found", "no such file or directory")
+
+
+@dataclass
+class ExecResult:
+    """What one exec gave: stdout (bytes when the client streams binary, else text), stderr, exit
+    code (None when the stream ended without a Status), and whether it was stopped at its timeout."""
+
+    stdout: Union[bytes, str]
+    stderr: str
+    exit_code: Optional[int]
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+def create_pod(session: Session, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
+    """POST a Pod. A PodSecurity refusal becomes one line that says which namespace refused and what
+    to do: ``forbidden: pods "x" is forbidden: violates PodSecurity ... (namespace "ns"); use
+    --pod-namespace with a privileged namespace``."""
+    name = str((body.get("metadata") or {}).get("name") or "")
+    req = _Req("create", "pods", namespace, name or None)
+    try:
+        return _request(session, req, "POST", _path("pods", namespace), None, body)
+    except ApiError as e:
+        message = _one_line(((getattr(e, "status", None) or {}).get("message")) or "")
+        if getattr(e, "code", 0) == 403 and "PodSecurity" in message:
+            raise _api_error(
+                f'forbidden: {message} (namespace "{namespace}"); use --pod-namespace with a privileged namespace',
+                code=403, reason=getattr(e, "reason", ""), status=getattr(e, "status", None),
+            ) from e  # fmt: skip
+        raise
+
+
+def delete_pod(session: Session, namespace: str, name: str, grace_period_seconds: int = 0) -> bool:
+    """DELETE a Pod now (``gracePeriodSeconds``, background propagation). False when it was already
+    gone (404); any other refusal raises ApiError."""
+    req = _Req("delete", "pods", namespace, name)
+    body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": int(grace_period_seconds),
+            "propagationPolicy": "Background"}  # fmt: skip
+    query = [("gracePeriodSeconds", str(int(grace_period_seconds)))]
+    try:
+        _request(session, req, "DELETE", _path("pods", namespace, name), query, body)
+    except ApiError as e:
+        if getattr(e, "code", 0) == 404:
+            return False
+        raise
+    return True
+
+
+def _pod_problem(pod: Dict[str, Any]) -> Optional[str]:
+    """Why a pod will not become Running by waiting longer (None: it still may)."""
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    if phase in ("Failed", "Succeeded"):
+        why = status.get("reason") or ""
+        msg = status.get("message") or ""
+        return f"the pod ended ({phase}{': ' + why if why else ''}{': ' + _one_line(msg) if msg else ''})"
+    for c in status.get("containerStatuses") or []:
+        waiting = (c.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _STUCK:
+            msg = _one_line(waiting.get("message") or "")
+            return f"container {c.get('name')}: {waiting['reason']}{': ' + msg if msg else ''}"
+    return None
+
+
+def wait_pod_running(
+    session: Session,
+    namespace: str,
+    name: str,
+    timeout: float,
+    cancelled: Optional[Callable[[], bool]] = None,
+    poll: float = POD_POLL_SECONDS,
+) -> Dict[str, Any]:
+    """GET the pod until it is Running (returns it), it cannot become Running (image pull failure, the
+    kubelet refused it: ApiError), `timeout` seconds pass (ApiError "timeout: ... still Pending") or
+    `cancelled()` says to stop (ApiError reason "Cancelled")."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    req = _Req("get", "pods", namespace, name)
+    phase = "unknown"
+    while True:
+        if cancelled is not None and cancelled():
+            raise _api_error(f'cancelled while waiting for pod "{name}" to start', reason="Cancelled")
+        pod = _request(session, req, "GET", _path("pods", namespace, name))
+        status = pod.get("status") or {}
+        phase = str(status.get("phase") or "Pending")
+        if phase == "Running":
+            return pod
+        problem = _pod_problem(pod)
+        if problem:
+            raise _api_error(f'pod "{name}" in namespace "{namespace}" cannot run: {problem}')
+        left = deadline - time.monotonic()
+        if left <= 0:
+            waiting = ""
+            for c in status.get("containerStatuses") or []:
+                reason = ((c.get("state") or {}).get("waiting") or {}).get("reason")
+                waiting = f", container {c.get('name')}: {reason}" if reason else waiting
+            cond = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+                         and c.get("status") == "False"), None)  # fmt: skip
+            if cond:
+                waiting += f", {_one_line(cond.get('message') or cond.get('reason') or 'not scheduled')}"
+            raise _api_error(
+                f'timeout: pod "{name}" in namespace "{namespace}" is still {phase} after {timeout:g}s{waiting}',
+                reason="Timeout",
+            )
+        time.sleep(min(poll, left))
+
+
+def exec_supports_binary() -> bool:
+    """True when this client's `kubernetes.stream` can hand over stdout as bytes (``binary=True``,
+    kubernetes >= 30); older clients decode every frame as UTF-8, which compressed dumps do not survive."""
+    import inspect
+
+    from kubernetes.stream import ws_client
+
+    return "binary" in inspect.signature(ws_client.WSClient.__init__).parameters
+
+
+def _exec_status(raw: Union[bytes, str]) -> Tuple[Optional[int], str]:
+    """(exit code, message) from the exec's Status on channel 3. A program the container does not
+    have is exit 127, as a shell says; another failure to start is 126."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return (None, _one_line(text)[:300]) if text.strip() else (None, "")
+    if not isinstance(doc, dict):
+        return None, _one_line(text)[:300]
+    if doc.get("status") == "Success":
+        return 0, ""
+    message = _one_line(doc.get("message") or "")
+    if doc.get("reason") == "NonZeroExitCode":
+        for cause in (doc.get("details") or {}).get("causes") or []:
+            if cause.get("reason") == "ExitCode":
+                try:
+                    return int(cause.get("message")), ""
+                except (TypeError, ValueError):
+                    break
+    if any(s in message.lower() for s in _NOT_FOUND_EXEC):
+        return 127, message
+    return 126, message or "exec failed"
+
+
+def _exec_open_error(e: BaseException, req: _Req, session: Session) -> ApiError:
+    """`kubernetes.stream` wraps every failure to open the websocket as ApiException(status=0); the
+    websocket client's own exception (its handshake status and body) is the context."""
+    cause = e.__context__ if e.__context__ is not None else e
+    code = getattr(cause, "status_code", None)
+    if isinstance(code, int) and code:
+        body = getattr(cause, "resp_body", None)
+        m = _RBAC.search(_one_line(((_status_body(body) or {}).get("message")) or ""))
+        if code == 403 and m:  # a websocket exec is a GET: name the verb the server checked (get, or create)
+            req = _Req(m.group(2), req.resource, req.namespace, req.name, req.namespaced)
+        return _from_status(code, body, req, session)
+    text = _one_line(getattr(e, "reason", None) or cause)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in type(cause).__name__:
+        return _api_error(f"TLS error: {_tls_reason(cause)}", where=session.server)
+    if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+        return _from_transport(cause, req, session)
+    return _api_error(f"exec failed: {text[:300]}", where=f"{req}, {session.server}")
+
+
+def exec_pod(
+    session: Session,
+    namespace: str,
+    name: str,
+    container: str,
+    argv: Sequence[str],
+    timeout: float,
+    max_output: int,
+    opened: Optional[Callable[[Any], None]] = None,
+) -> ExecResult:
+    """Run `argv` (an argv list: no shell) in a running pod's container over the pods/exec websocket,
+    within `timeout` seconds. `opened(handle)` is called with the open stream, so another thread can
+    stop it with `close_exec(handle)` (then ``cancelled`` is set). Output beyond `max_output` bytes is
+    an ApiError. Failing to open the stream raises ApiError (403 names pods/exec)."""
+    import time
+
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException, OpenApiException
+
+    req = _Req("create", "pods/exec", namespace, name)
+    binary = exec_supports_binary()
+    kw: Dict[str, Any] = dict(command=[str(a) for a in argv], container=container, stdin=False, stdout=True,
+                              stderr=True, tty=False, _preload_content=False)  # fmt: skip
+    if binary:
+        kw["binary"] = True
+    from kubernetes.stream import stream
+
+    try:
+        ws = stream(CoreV1Api(session.api).connect_get_namespaced_pod_exec, name, namespace, **kw)
+    except ApiException as e:
+        if isinstance(e.__context__, (KeyboardInterrupt, SystemExit)):
+            raise e.__context__ from None  # the client turns a Ctrl-C while connecting into an ApiException
+        raise _exec_open_error(e, req, session) from e
+    except (OpenApiException, ValueError, TypeError) as e:
+        raise _api_error(f"invalid request: {_one_line(e)[:300]}", where=str(req)) from e
+    if opened is not None:
+        opened(ws)
+    out: Union[bytearray, List[str]] = bytearray() if binary else []
+    err: List[str] = []
+    size = 0
+    status: Union[bytes, str] = b"" if binary else ""
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    try:
+        while True:
+            try:
+                open_ = ws.is_open()
+                if open_:
+                    ws.update(timeout=max(0.0, min(EXEC_READ_SLICE, deadline - time.monotonic())))
+            except Exception as e:  # the socket was shut (close_exec) or the server went away
+                if getattr(ws, "_svcnet_cancelled", False):
+                    break
+                raise _api_error(f"exec stream failed: {_one_line(e)[:200]}", where=f"{req}, {session.server}") from e
+            for channel, sink in ((1, out), (2, err), (3, None)):
+                data = ws._channels.pop(channel, None)  # what update() buffered; read_channel would poll again
+                if not data:
+                    continue
+                if sink is None:
+                    status += data
+                elif channel == 1:
+                    size += len(data)
+                    if size > max_output:
+                        raise _api_error(f"{' '.join(argv[:1])} printed more than {max_output} bytes; stopped",
+                                         where=str(req))  # fmt: skip
+                    if isinstance(out, bytearray):
+                        out.extend(data)
+                    else:
+                        out.append(data)
+                else:
+                    err.append(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+            if getattr(ws, "_svcnet_cancelled", False) or not ws.is_open():
+                break
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+    finally:
+        close_exec(ws, cancel=False)
+    code, message = _exec_status(status) if status else (None, "")
+    stderr = "".join(err)
+    if message and code not in (0, None):
+        stderr = (stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + message) if stderr else message
+    stdout: Union[bytes, str] = bytes(out) if isinstance(out, bytearray) else "".join(out)
+    return ExecResult(stdout, stderr, code, timed_out=timed_out, cancelled=getattr(ws, "_svcnet_cancelled", False))
+
+
+def close_exec(handle: Any, cancel: bool = True) -> None:
+    """Close an exec stream from `exec_pod` (from any thread; `cancel`: the reader stops and says so)."""
+    if handle is None:
+        return
+    if cancel:
+        handle._svcnet_cancelled = True
+    sock = getattr(handle, "sock", None)
+    try:
+        if cancel and sock is not None:
+            sock.shutdown()  # abrupt: unblocks a reader in another thread, no close handshake to wait for
+        else:
+            handle.close(timeout=1)
+    except Exception:  # noqa: BLE001 - closing is best effort: the server ends the exec with the stream
+        handle._connected = False

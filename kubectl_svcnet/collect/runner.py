@@ -7,7 +7,8 @@ Modelled on pyinvoke's Runner/Result: a command is an argv list (never a shell s
 the exit code and the tail of stderr. Transports:
 
 - `LocalRunner` — subprocess on this machine (tests, and a node that is the local machine);
-- `kubectl_svcnet.collect.ssh.SSHRunner` — one node over SSH (paramiko).
+- `kubectl_svcnet.collect.ssh.SSHRunner` — one node over SSH (paramiko);
+- `kubectl_svcnet.collect.debugpod.PodRunner` — one node through a short-lived privileged pod (pods/exec).
 
 Every error raised here is a `kubectl_svcnet.errors.NodeAccessError` whose `where` is the node's name.
 With ``sudo=True`` a runner runs ``sudo -n -- <argv>`` and reports sudo asking for a password as one

@@ -15,12 +15,16 @@ expired continue tokens; bearer-token and client-certificate users, 401 for anyo
 authorization table (403 with RBAC's message); injected faults (status codes, delays, dropped
 connections) on the Nth matching request; POST of Services (only with dryRun=All: validated and
 allocated like the apiserver, nothing stored) and of Pods (PodSecurity admission by namespace
-label); DELETE of pods. Every request is logged (method, path, query, user, status).
+label, and an optional admission hook); DELETE of pods; the kubelet's part for pods (kubelet.py): a
+created pod becomes Running after `pod_start_delay`, and pods/exec over a websocket (v5/v4.channel.k8s.io)
+runs `exec_handler` or the argv in the node's network namespace (`exec_netns`). Every request is logged
+(method, path, query, user, status).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import hashlib
 import ipaddress
@@ -40,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Pattern, Sequence, Set, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.apiemu import admission
+from tests.apiemu import admission, kubelet
 from tests.apiemu.certs import Pki
 from tests.apiemu.selectors import SelectorError, parse_field_selector, parse_label_selector
 from tests.apiemu.status import (
@@ -243,6 +247,18 @@ class ApiEmulator:
         # Pod logs: (namespace, pod, container or "") -> text, served at .../pods/<pod>/log (set_pod_log).
         self._pod_logs: Dict[Tuple[str, str, str], str] = {}
         self.errors: List[str] = []  # handler failures (TLS handshakes refused by clients, ...)
+        # The kubelet (kubelet.py): pods start `pod_start_delay` s after creation (None: never); exec runs
+        # `exec_handler(call)` if set, else the argv in `exec_netns[node]` (lab, root); `execs` records each.
+        self.pod_start_delay: Optional[float] = 0.0
+        self.exec_handler: Optional[kubelet.ExecHandler] = None
+        self.exec_netns: Dict[str, str] = {}
+        self.unpullable: Dict[str, str] = {}  # image -> the registry's refusal (the pod stays in ErrImagePull)
+        self.exec_protocols: Tuple[str, ...] = (kubelet.V5, kubelet.V4)
+        self.execs: List[kubelet.ExecCall] = []
+        # An extra admission step for pods (a validating webhook): (pod, namespace, name) -> a Status to
+        # refuse with, or None.
+        self.pod_admission: Optional[Callable[[Dict[str, Any], str, str], Optional[Dict[str, Any]]]] = None
+        self._pod_created: Dict[Tuple[str, str], float] = {}
         self._pki = Pki.create()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -527,6 +543,7 @@ class ApiEmulator:
                 reason = fault.reason or _REASONS.get(fault.status, "")
                 body_ = status(fault.status, reason, fault.message or f"injected {fault.status}")
                 return fault.status, body_, "application/json"
+        self._kubelet_sync()
         try:
             return self._route(req, who, body)
         except SelectorError as e:
@@ -569,6 +586,8 @@ class ApiEmulator:
             ns, parts = parts[1], parts[2:]
         if gv == "v1" and ns and len(parts) == 3 and parts[0] == "pods" and parts[2] == "log":
             return self._pod_log(req, who, ns, parts[1])
+        if gv == "v1" and ns and len(parts) == 3 and parts[0] == "pods" and parts[2] == "exec":
+            return self._pod_exec(req, who, ns, parts[1])
         if not parts or len(parts) > 2:
             return 404, path_not_found(), "application/json"
         res = BY_PATH.get((gv, parts[0]))
@@ -643,6 +662,61 @@ class ApiEmulator:
         except ValueError:
             return 400, bad_request("invalid tailLines or limitBytes"), "application/json"
         return 200, data, "text/plain"
+
+    def _kubelet_sync(self) -> None:
+        """Every created pod as its kubelet would have moved it on by now (kubelet.sync_pod)."""
+        now = time.monotonic()
+        with self._lock:
+            pods = self._store[BY_KIND["Pod"]]
+            for key, created in list(self._pod_created.items()):
+                pod = pods.get(key)
+                if pod is None:
+                    del self._pod_created[key]
+                    continue
+                node = self._store[BY_KIND["Node"]].get(("", (pod.get("spec") or {}).get("nodeName") or ""))
+                addrs = ((node or {}).get("status") or {}).get("addresses") or []
+                ip = next((a.get("address") for a in addrs if a.get("type") == "InternalIP"), "") or "10.0.0.1"
+                kubelet.sync_pod(pod, now - created, self.pod_start_delay, ip, self.unpullable)
+
+    def _pod_exec(self, req: Request, who: Tuple[str, List[str]], ns: str, name: str) -> Tuple[int, Any, str]:
+        """GET pods/<name>/exec with Upgrade: websocket: refusals as HTTP Status answers, else
+        kubelet.Upgrade (the handler switches protocols and serves the exec). RBAC: "get" on pods/exec (a
+        websocket exec is a GET), and "create" as well from v1.35 (AuthorizePodWebsocketUpgradeCreatePermission)."""
+        exec_res = Resource("v1", "pods/exec", "Pod", True)
+        if req.method not in ("GET", "POST"):
+            return 405, method_not_supported(exec_res, req.method.lower()), "application/json"
+        m = re.match(r"v(\d+)\.(\d+)", self.version)
+        verbs = ["get", "create"] if m and (int(m.group(1)), int(m.group(2))) >= (1, 35) else ["get"]
+        for verb in verbs:
+            if not self._authorized(who[0], who[1], verb, exec_res, ns):
+                why = f'User "{who[0]}" cannot {verb} resource "pods/exec" in API group "" in the namespace "{ns}"'
+                return 403, pod_forbidden(name, why), "application/json"
+        with self._lock:
+            pod = copy.deepcopy(self._store[BY_KIND["Pod"]].get((ns, name)))
+        if pod is None:
+            return 404, not_found(BY_KIND["Pod"], name), "application/json"
+        argv = req.query.get("command") or []
+        if not argv:
+            return 400, bad_request("you must specify at least 1 command"), "application/json"
+        spec = pod.get("spec") or {}
+        containers = [str(c.get("name")) for c in spec.get("containers") or []]
+        container = req.q("container") or (containers[0] if len(containers) == 1 else "")
+        if container not in containers:
+            return 400, bad_request(f"container {container} is not valid for pod {name}"), "application/json"
+        if (pod.get("status") or {}).get("phase") != "Running":
+            return 400, bad_request(f'unable to upgrade connection: container not found ("{container}")'), \
+                "application/json"  # fmt: skip
+        if (req.headers.get("Upgrade") or req.headers.get("upgrade") or "").lower() != "websocket":
+            return 400, bad_request("Upgrade request required"), "application/json"
+        offered = req.headers.get("Sec-WebSocket-Protocol") or req.headers.get("sec-websocket-protocol") or ""
+        protocol = kubelet.choose_protocol(offered, self.exec_protocols)
+        if protocol is None:
+            return 400, bad_request(f"unable to upgrade: unable to negotiate protocol: client supports {offered!r},"
+                                    f" server supports {list(self.exec_protocols)}"), "application/json"  # fmt: skip
+        call = kubelet.ExecCall(ns, name, str(spec.get("nodeName") or ""), container, list(argv), protocol)
+        with self._lock:
+            self.execs.append(call)
+        raise kubelet.Upgrade(call)
 
     def _version(self) -> Dict[str, Any]:
         m = re.match(r"v(\d+)\.(\d+)", self.version)
@@ -790,11 +864,17 @@ class ApiEmulator:
             rejection = admission.pod_security(doc, name, (ns_obj.get("metadata") or {}).get("labels") or {})
             if rejection is not None:
                 return 403, rejection, "application/json"
+            if self.pod_admission is not None:
+                refused = self.pod_admission(doc, ns, name)
+                if refused is not None:
+                    return int(refused.get("code") or 403), refused, "application/json"
             if exists:
                 return 409, already_exists(res, name), "application/json"
             obj = admission.default_pod(doc, ns, name)
             if not dry_run:
                 obj = self.add(self._wire(res, obj))
+                with self._lock:
+                    self._pod_created[(ns, name)] = time.monotonic()
             return 201, self._wire(res, obj), "application/json"
         return 405, method_not_supported(res, "create"), "application/json"
 
@@ -913,6 +993,14 @@ class _Handler(BaseHTTPRequestHandler):
             peer = None
         try:
             code, payload, ctype = emu.handle(req, self.headers, peer, body)
+        except kubelet.Upgrade as up:  # pods/exec: switch to the websocket and serve the exec on it
+            req.status = 101
+            self.close_connection = True
+            kubelet.handshake(self, up.call)
+            self.connection.settimeout(30)
+            kubelet.WebSocketExec(self.connection, up.call, emu.exec_handler, emu.exec_netns.get(up.call.node),
+                                  emu._stopping).serve()  # fmt: skip
+            return
         except _Drop:
             req.status = 0
             self.close_connection = True

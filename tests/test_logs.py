@@ -198,7 +198,7 @@ def test_snapshot_logs(tmp_path):
     (d / "nodes" / "node02" / "kube-proxy.log").write_bytes(b'E0105 09:00:00.000000 1 x.go:1] "bad \xff byte"\n')
     inputs = files.read_snapshot(str(d))
     assert sorted(inputs.logs) == ["node01", "node02"]
-    assert [src for _, src in inputs.nodes["node01"]] == [str(d / "nodes" / "node01" / "iptables-save.txt")]
+    assert [src for _, src in inputs.nodes["node01"]] == [str(d / "nodes" / "node01" / "iptables-nft-save.txt")]
 
     r = run("trace", "web", "--snapshot", str(d), "--logs", "-o", "json", "--log-lines", "3")
     assert r.returncode == 0, r.stderr
@@ -221,7 +221,7 @@ def test_snapshot_logs(tmp_path):
 
 
 def test_dump_files_have_no_logs(tmp_path):
-    r = run("trace", "web", "--from-file", f"node01={SEED / 'nodes' / 'node01' / 'iptables-save.txt'}", "--logs",
+    r = run("trace", "web", "--from-file", f"node01={SEED / 'nodes' / 'node01' / 'iptables-nft-save.txt'}", "--logs",
             "-o", "json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["logs"] == {}

@@ -186,7 +186,7 @@ def snapshot(tmp_path, name="snap", add=(), drop_pods=(), dumps=None, mode=None,
     if add:
         (d / "extra.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(add)}))
     for node, text in (dumps or {}).items():
-        (d / "nodes" / node / "iptables-save.txt").write_text(text)
+        (d / "nodes" / node / "iptables-nft-save.txt").write_text(text)
     return d
 
 

@@ -334,7 +334,7 @@ def test_without_snapshot_or_cluster_is_a_usage_error(tmp_path):
                        cwd=ROOT, env=env, timeout=60)  # fmt: skip
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines()[0].startswith("error: no cluster configured")
-    r = run("ranges", "--from-file", str(SEED / "nodes" / "node01" / "iptables-save.txt"))
+    r = run("ranges", "--from-file", str(SEED / "nodes" / "node01" / "iptables-nft-save.txt"))
     assert r.returncode == 2 and r.stderr.startswith("error: ranges reads API objects")
 
 

@@ -57,7 +57,7 @@ def _edit(path: Path, drop_containing: str) -> None:
 
 def test_node_missing_an_endpoint_is_reported(drifted):
     """node02's kube-proxy stopped syncing before web-...-x6tcn (10.244.2.3) was added."""
-    dump = drifted / "nodes" / "node02" / "iptables-save.txt"
+    dump = drifted / "nodes" / "node02" / "iptables-nft-save.txt"
     # What kube-proxy wrote for two endpoints: the last rule takes the rest, no statistic match.
     _edit(dump, '"default/web -> 10.244.2.3:8080"')
     text = dump.read_text()
@@ -86,7 +86,7 @@ def test_stale_endpoint_and_unknown_service(drifted):
 
 
 def test_node_without_the_service_at_all(drifted):
-    _edit(drifted / "nodes" / "node01" / "iptables-save.txt", "default/db-service")
+    _edit(drifted / "nodes" / "node01" / "iptables-nft-save.txt", "default/db-service")
     smap = build_map(read_snapshot(str(drifted)), only="default/db-service").service_map
     assert ("missing-service", "node01") in codes(smap, "db-service")
 

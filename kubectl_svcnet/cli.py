@@ -46,6 +46,14 @@ _INPUT_OPTIONS = [
                  help="Accept any host key (not safe: only for throwaway clusters)."),
     click.option("--ssh-connect-timeout", type=float, default=10.0, show_default=True, help="Seconds per node."),
     click.option("--ssh-timeout", type=float, default=60.0, show_default=True, help="Seconds per node command."),
+    click.option("--via", type=click.Choice(["ssh", "pod"]), default="ssh", show_default=True,
+                 help="Reach nodes over SSH, or through a short-lived privileged pod per node (deleted after)."),
+    click.option("--image", default="nicolaka/netshoot:v0.13", show_default=True, metavar="IMAGE",
+                 help="--via pod: the debug pod's image (needs iptables-save, nft, ipvsadm, ipset, gzip)."),
+    click.option("--pod-namespace", metavar="NS",
+                 help="--via pod: where debug pods run (default: the context's namespace; must allow privileged)."),
+    click.option("--pod-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
+                 help="--via pod: seconds for a debug pod to start running."),
     click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True,
                  help="Output format."),
     click.option("--no-headers", is_flag=True, help="Print tables without headers (findings go to stderr)."),
@@ -79,7 +87,9 @@ def _live_options(o: dict, namespace: Optional[str], all_namespaces: bool):
         kubeconfig=o["kubeconfig"], context=o["context"], cluster=o["cluster"], user=o["user"],
         namespace=namespace, all_namespaces=all_namespaces, request_timeout=o["request_timeout"],
         nodes=tuple(o["nodes"]), node_selector=o["node_selector"], address_type=o["address_type"],
-        parallel=o["parallel"], ssh=ssh, healthz=bool(o.get("healthz")),
+        parallel=o["parallel"], ssh=ssh, healthz=bool(o.get("healthz")), via=o.get("via") or "ssh",
+        pod={k: v for k, v in (("namespace", o.get("pod_namespace")), ("image", o.get("image")),
+                                ("start_timeout", o.get("pod_timeout"))) if v is not None},
     )  # fmt: skip
 
 
@@ -217,10 +227,12 @@ def nodes(**o) -> None:
 def snapshot(directory, namespace, **o) -> None:
     """Write everything a live run reads (API objects, each node's dumps) to DIR, to replay with --snapshot."""
     from kubectl_svcnet.app import write_snapshot
+    from kubectl_svcnet.collect.live import add_range_objects
 
     if o["from_file"] or o["snapshot"]:
         raise UsageError("snapshot reads a live cluster: drop --from-file/--snapshot")
     inputs, _ = _read_inputs(dict(o, healthz=True), namespace, all_namespaces=namespace is None)
+    add_range_objects(inputs, _live_options(o, namespace, False))  # so `ranges --snapshot` answers as live
     _warn(inputs)
     written = write_snapshot(inputs, directory)
     click.echo(f"wrote {written} files to {directory}", err=True)

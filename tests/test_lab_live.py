@@ -157,6 +157,12 @@ def test_snapshot_round_trips(lab, api, tmp_path):
 
     assert a["nodes"] == b["nodes"]
     assert unpath(a) == unpath(b)
+    # The snapshot also holds what `ranges` reads: replayed, it answers as the live run does.
+    live_ranges = svcnet(lab, api, "ranges", "-o", "json")
+    replay_ranges = subprocess.run([sys.executable, "-m", "kubectl_svcnet", "ranges", "--snapshot", str(snap), "-o",
+                                    "json"], capture_output=True, text=True, timeout=60, cwd=str(ROOT))  # fmt: skip
+    assert live_ranges.returncode == 0 and replay_ranges.returncode == 0, (live_ranges.stderr, replay_ranges.stderr)
+    assert json.loads(live_ranges.stdout) == json.loads(replay_ranges.stdout)
 
 
 def test_nodes_reports_each_node(lab, api):
@@ -189,3 +195,38 @@ def test_a_node_whose_kube_proxy_wrote_no_rules_is_explained(lab, api):
     assert why and any("kube-proxy" in f["message"] for f in why), doc["findings"]
     assert not any(f["code"] == "missing-service" for s in doc["services"] for f in s["findings"])
     assert {fe["node"] for s in doc["services"] for fe in s["frontends"]} == {"controlplane", "node01"}
+
+
+def test_trace_reads_only_the_services_lines_from_each_node(lab, api):
+    """`trace` runs each iptables-save through the node-side filter (collect/nodefilter.py): the node
+    sends a few lines instead of its whole dump, and the answer is the one the whole dump gives."""
+    from kubectl_svcnet.collect.nodefilter import filter_command, rebuild
+    from kubectl_svcnet.dataplane import read_node
+
+    nodes = ("controlplane", "node01", "node02")
+    for n in nodes:
+        lab.clear_command_log(n)
+    r = svcnet(lab, api, "trace", "db-service", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    (svc,) = json.loads(r.stdout)["services"]
+    got = {(fe["node"], fe["ip"], b["ip"]) for fe in svc["frontends"] for rt in fe["routes"] for b in rt["backends"]}
+    assert got == {(n, DB_IP, DB_POD) for n in nodes}
+    for n in nodes:  # the filter ran on every node, with the Service's name as one quoted word
+        assert any("LC_ALL=C awk" in c and " default/db-service " in c for c in lab.command_log(n)), lab.command_log(n)
+    # `map` reads whole dumps.
+    lab.clear_command_log("node01")
+    assert svcnet(lab, api, "map", "-A", "-o", "json", "--node", "node01").returncode == 0
+    assert not any("LC_ALL=C awk" in c for c in lab.command_log("node01"))
+    # Fewer bytes, the same data plane: the filtered and the whole dump over real SSH, side by side.
+    addresses = lab.addresses(list(nodes))
+    whole = lab.drive({"op": "run", "nodes": addresses, "options": lab.ssh_options(), "argv": ["iptables-nft-save"]})
+    part = lab.drive({"op": "run", "nodes": addresses, "options": lab.ssh_options(),
+                      "argv": list(filter_command(("iptables-nft-save",), "default/db-service"))})  # fmt: skip
+    for n in nodes:
+        w, p = whole["results"][n], part["results"][n]
+        assert w["exit_code"] == p["exit_code"] == 0, (w["stderr"], p["stderr"])
+        assert len(p["stdout"]) < len(w["stdout"]) / 2, (len(p["stdout"]), len(w["stdout"]))
+        small = rebuild(p["stdout"])
+        assert small is not None and small.lines == w["stdout"].count("\n")
+        planes = [read_node([(t, "x")], n, "ssh", only="default/db-service") for t in (small.text, w["stdout"])]
+        assert planes[0] == planes[1] and planes[0].services

@@ -31,8 +31,8 @@ from kubectl_svcnet.errors import NodeAccessError
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-cluster" / "nodes"
-NODE01 = (SEED / "node01" / "iptables-save.txt").read_text()
-NODE02 = (SEED / "node02" / "iptables-save.txt").read_text()
+NODE01 = (SEED / "node01" / "iptables-nft-save.txt").read_text()
+NODE02 = (SEED / "node02" / "iptables-nft-save.txt").read_text()
 LEGACY_FIXTURE = (
     ROOT / "tests" / "fixtures" / "kube-proxy" / "iptables" / "modern-overall" / "dump.iptables-legacy.txt"
 ).read_text()
@@ -321,7 +321,7 @@ def test_gzip_script_in_a_real_shell_keeps_the_programs_exit_status() -> None:
     assert r.exit_code == 4 and gzip.decompress(r.stdout) == b"partial\n" and r.stderr == "why\n"
     r = run(["sh", "-c", GZIP_SCRIPT, "sh", "no-such-program-svcnet"], check=False)
     assert r.exit_code == 127 and r.not_found
-    big = run(["sh", "-c", GZIP_SCRIPT, "sh", "cat", str(SEED / "node01" / "iptables-save.txt")])
+    big = run(["sh", "-c", GZIP_SCRIPT, "sh", "cat", str(SEED / "node01" / "iptables-nft-save.txt")])
     assert gzip.decompress(big.stdout).decode() == NODE01 and len(big.stdout) < len(NODE01) / 3
 
 

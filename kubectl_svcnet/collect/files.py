@@ -4,6 +4,9 @@ A snapshot holds the cluster's objects as `kubectl get ... -o json` (or yaml) pr
 of files at its top level — and one folder per node under `nodes/` with that node's dumps:
 
     DIR/services.json  DIR/endpointslices.yaml  ...  DIR/nodes/<node>/iptables-save.txt
+
+Any file name will do for a dump: its format is read from its content. `kubectl svcnet snapshot` names
+them after the command that printed them (iptables-nft-save.txt, nft-ip-kube-proxy.txt, ...).
 """
 
 from __future__ import annotations

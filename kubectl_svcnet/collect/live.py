@@ -1,6 +1,7 @@
-"""A live run: the API's objects, then every selected node's data plane over SSH, as Inputs.
+"""A live run: the API's objects, then every selected node's data plane over SSH (or through debug pods,
+``--via pod``), as Inputs.
 
-Everything here is I/O glue over api.py (the API), ssh.py and fanout.py (the nodes); what comes out is
+Everything here is I/O glue over api.py (the API), ssh.py, debugpod.py and fanout.py (the nodes); what comes out is
 the same `Inputs` a snapshot gives, so analysis and rendering do not know where data came from. One
 node that cannot be reached is an error for that node only.
 """
@@ -8,7 +9,7 @@ node that cannot be reached is an error for that node only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
 from kubectl_svcnet.collect.files import Inputs
@@ -33,6 +34,9 @@ class LiveOptions:
     ssh: Dict[str, Any] = field(default_factory=dict)  # SSHOptions fields
     node_timeout: float = 300.0
     healthz: bool = False  # also read kube-proxy's /healthz on each node (`nodes`, `snapshot`)
+    only: Optional[str] = None  # `trace`'s "ns/name": nodes send only the iptables lines its trace reads
+    via: str = "ssh"  # how nodes are reached: "ssh", or "pod" (a debug pod per node, collect/debugpod.py)
+    pod: Dict[str, Any] = field(default_factory=dict)  # PodOptions fields (--via pod)
 
 
 _REQ = re.compile(r"^\s*(!?)([A-Za-z0-9._/-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*))?\s*$")
@@ -82,7 +86,9 @@ def select_nodes(objects: List[Dict[str, Any]], opts: LiveOptions) -> Tuple[Dict
         ):
             continue
         addr = node_address(node, opts.address_type)
-        if addr is None:
+        if opts.via == "pod":  # a debug pod is placed by node name: no address needed
+            chosen[name] = addr or ""
+        elif addr is None:
             errors[name] = f"node has no {opts.address_type} address (try --address-type)"
         else:
             chosen[name] = addr
@@ -108,7 +114,9 @@ def read_live(
     for name, why in errors.items():
         inputs.nodes[name] = []
         inputs.errors[name] = why
-        inputs.source_kind[name] = "ssh"
+        inputs.source_kind[name] = opts.via
+    if service and opts.only is None:
+        opts = replace(opts, only=f"{namespace or 'default'}/{service}")
     if addresses:
         collect_ssh(inputs, addresses, opts, progress)
     return inputs, namespace
@@ -120,19 +128,22 @@ def collect_ssh(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, pr
     from kubectl_svcnet.collect.ssh import SSHOptions, SSHRunnerFactory
 
     def collect(runner: Any, name: str) -> Any:
-        return collect_node(runner, name, healthz=opts.healthz)
+        return collect_node(runner, name, healthz=opts.healthz, only=opts.only)
 
-    factory = SSHRunnerFactory(SSHOptions(**opts.ssh))
-    try:
-        results = collect_nodes(
-            addresses, factory, parallel=opts.parallel, timeout=opts.node_timeout,
-            progress=terminal_progress(progress) if progress is not None else None, collect=collect,
-        )  # fmt: skip
-    finally:
-        factory.close()
+    if opts.via == "pod":
+        results = _collect_via_pods(inputs, addresses, opts, progress, collect)
+    else:
+        factory = SSHRunnerFactory(SSHOptions(**opts.ssh))
+        try:
+            results = collect_nodes(
+                addresses, factory, parallel=opts.parallel, timeout=opts.node_timeout,
+                progress=terminal_progress(progress) if progress is not None else None, collect=collect,
+            )  # fmt: skip
+        finally:
+            factory.close()
     for name in sorted(results):
         r = results[name]
-        inputs.source_kind[name] = "ssh"
+        inputs.source_kind[name] = opts.via
         if r.ok:
             d = r.value
             inputs.nodes[name] = list(d.dumps)
@@ -147,6 +158,30 @@ def collect_ssh(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, pr
         else:
             inputs.nodes[name] = []
             inputs.errors[name] = getattr(r.error, "message", str(r.error))
+
+
+def _collect_via_pods(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]],
+                      collect: Any) -> Dict[str, Any]:  # fmt: skip
+    """Every node through a debug pod (collect/debugpod.py), in the namespace of --pod-namespace, else
+    the kubeconfig context's (as `kubectl debug node` does; -n names the Services, not where a privileged
+    pod may run, so it is not used). SIGTERM cleans up like Ctrl-C while pods may exist; pods that could
+    not be deleted are warnings."""
+    from kubectl_svcnet.collect import api
+    from kubectl_svcnet.collect.debugpod import PodOptions, PodRunnerFactory, sigterm_raises
+    from kubectl_svcnet.collect.fanout import collect_nodes, terminal_progress
+
+    with sigterm_raises(), api.connect(
+        opts.kubeconfig, opts.context, opts.cluster, opts.user, None, False, opts.request_timeout
+    ) as session:  # fmt: skip
+        factory = PodRunnerFactory(session, PodOptions(**opts.pod))
+        try:
+            return collect_nodes(
+                addresses, factory, parallel=opts.parallel, timeout=opts.node_timeout,
+                progress=terminal_progress(progress) if progress is not None else None, collect=collect,
+            )  # fmt: skip
+        finally:
+            factory.close()
+            inputs.warnings.extend(factory.leftovers)
 
 
 def sorted_objects(objects: Sequence[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
@@ -170,33 +205,42 @@ RANGE_SOURCES = (
 )
 
 
-def read_ranges(opts: LiveOptions):
-    """The objects `ranges` needs and the dry-run answers, from a live cluster: (objects, answers,
-    warnings). Dry runs are sent only when no readable object names the ranges."""
-    from kubectl_svcnet import ranges
+def _range_objects(session: Any) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Every RANGE_SOURCES object the session can read: (objects, warnings). A 403 skips that source
+    with a warning, a 404 (the resource does not exist here) silently; anything else is an error."""
     from kubectl_svcnet.collect import api
     from kubectl_svcnet.errors import ApiError
 
     objects: List[Dict[str, Any]] = []
     warnings: List[str] = []
+    for resource, namespace, fallback in RANGE_SOURCES:
+        try:
+            objects.extend(api.list_objects(session, resource, namespace))
+        except ApiError as e:
+            code = getattr(e, "code", 0)
+            if code == 404 and fallback:
+                try:
+                    objects.extend(api.list_objects(session, fallback, namespace))
+                    continue
+                except ApiError as e2:
+                    e, code = e2, getattr(e2, "code", 0)
+            if code not in (403, 404):
+                raise
+            if code == 403:
+                warnings.append(f"{e.message}: that source is not read")
+    return objects, warnings
+
+
+def read_ranges(opts: LiveOptions):
+    """The objects `ranges` needs and the dry-run answers, from a live cluster: (objects, answers,
+    warnings). Dry runs are sent only when no readable object names the ranges."""
+    from kubectl_svcnet import ranges
+    from kubectl_svcnet.collect import api
+
     with api.connect(
         opts.kubeconfig, opts.context, opts.cluster, opts.user, opts.namespace, False, opts.request_timeout
     ) as session:
-        for resource, namespace, fallback in RANGE_SOURCES:
-            try:
-                objects.extend(api.list_objects(session, resource, namespace))
-            except ApiError as e:
-                code = getattr(e, "code", 0)
-                if code == 404 and fallback:
-                    try:
-                        objects.extend(api.list_objects(session, fallback, namespace))
-                        continue
-                    except ApiError as e2:
-                        e, code = e2, getattr(e2, "code", 0)
-                if code not in (403, 404):
-                    raise
-                if code == 403:
-                    warnings.append(f"{e.message}: that source is not read")
+        objects, warnings = _range_objects(session)
         namespace = opts.namespace or session.namespace
 
         def create(body: Dict[str, Any], ns: str) -> Any:
@@ -204,6 +248,27 @@ def read_ranges(opts: LiveOptions):
 
         answers = ranges.run_probes(create, objects, namespace)
     return objects, answers, warnings
+
+
+def add_range_objects(inputs: Inputs, opts: LiveOptions) -> None:
+    """Add what `ranges` reads (ServiceCIDRs, kube-system's ConfigMaps, IPPools, ...) to a snapshot's
+    objects, so `ranges --snapshot DIR` answers as `ranges` does live. Reads only: no dry runs."""
+    from kubectl_svcnet.collect import api
+
+    def key(obj: Dict[str, Any]) -> tuple:
+        meta = obj.get("metadata") or {}
+        return obj.get("kind"), meta.get("namespace"), meta.get("name")
+
+    with api.connect(
+        opts.kubeconfig, opts.context, opts.cluster, opts.user, opts.namespace, False, opts.request_timeout
+    ) as session:
+        objects, warnings = _range_objects(session)
+    seen = {key(o) for o in inputs.objects}
+    for obj in objects:
+        if key(obj) not in seen:
+            seen.add(key(obj))
+            inputs.objects.append(obj)
+    inputs.warnings.extend(f"{w} (`ranges --snapshot` will not see it)" for w in warnings)
 
 
 KUBE_PROXY_CONTAINER = "kube-proxy"

@@ -759,20 +759,22 @@ class Walker:
             return ALL_FIELDS
         found = set()
         chains = self.dump.tables[table].chains
+        fast = self.fast
         for r in chains.get(chain, ()):
-            if self.fast and self.no_op(table, r):
+            if fast and self.no_op(table, r):
                 continue
+            x = r.x
             if r.proto is not None:
                 found.add("proto")
             if r.dport is not None:
                 found.add("dport")
             if r.dst is not None or r.dst_type is not None:
                 found.add("dst")
-            if r.src is not None and _host(r.src) is not None and not r.src_neg:
+            if r.src is not None and not r.src_neg and _host(r.src) is not None:
                 found.add("range")  # one address: only a source-range client can be it
-            elif r.src is not None or r.src_type is not None or r.in_iface is not None:
+            elif r.src is not None or (x is not None and (x.src_type is not None or x.in_iface is not None)):
                 found.add("cls")
-            if r.mark is not None:
+            if x is not None and x.mark is not None:
                 found.add("marks")
             if r.target is not None and r.target in chains and r.target != chain:
                 found |= self.deps(table, r.target, stack + (k,))
@@ -860,16 +862,17 @@ class Walker:
             r = rules[i]
             if not self.matches(r, pkt):
                 continue
-            if r.recent == "rcheck":
+            x = r.x
+            if x is not None and x.recent == "rcheck":
                 # A returning client sticks to its backend; a new one never matches: note the affinity.
-                affinity = r.recent_seconds
+                affinity = x.recent_seconds
                 continue
             take = rem * r.probability if r.probability is not None else rem
             tgt = r.target
             if tgt is None or tgt in NON_TERMINAL:
-                if tgt == "MARK" and r.set_mark is not None:
-                    op = compose(op, (r.set_mark[0], r.set_mark[1]))
-                    pkt = pkt.with_marks(apply_marks(r.set_mark, pkt.marks))
+                if tgt == "MARK" and x is not None and x.set_mark is not None:
+                    op = compose(op, (x.set_mark[0], x.set_mark[1]))
+                    pkt = pkt.with_marks(apply_marks(x.set_mark, pkt.marks))
                 continue
             hop = r.hop
             if tgt in TERMINAL or tgt == "RETURN":
@@ -1056,7 +1059,7 @@ def marks_matter_in_nat(dump: IptablesDump) -> bool:
     seen = set(todo)
     while todo:
         for r in nat.chains.get(todo.pop(), ()):
-            if r.mark is not None:
+            if r.x is not None and r.x.mark is not None:
                 return True
             if r.target in nat.chains and r.target not in seen:
                 seen.add(r.target)

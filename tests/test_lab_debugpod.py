@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kubectl_svcnet.collect.nodecmds import ALL_COMMANDS, GZIP_SCRIPT
-from tests.lab.cluster import ROOT, SEED, ClusterLab, ClusterSpec, cluster_skip_reason
+from tests.lab.cluster import ROOT, ClusterLab, ClusterSpec, LabApi, cluster_skip_reason
 
 pytestmark = pytest.mark.lab
 
@@ -34,40 +34,11 @@ def lab():
         yield lab
 
 
-class Emulator:
-    """The API emulator in the client namespace, its kubelet running execs in the nodes' namespaces."""
-
-    def __init__(self, lab: ClusterLab, work: Path):
-        config = work / "config.json"
-        config.write_text(json.dumps({"exec_netns": {n: lab.node(n).ns for n in lab.nodes}, "pod_start_delay": 0.3}))
-        argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "tests.apiemu", "serve", str(SEED),
-                str(work), str(config)]  # fmt: skip
-        self.kubeconfig = work / "kubeconfig"
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
-        line = self.proc.stdout.readline()
-        assert line.startswith("READY "), line
-
-    def state(self) -> dict:
-        self.proc.stdin.write("state\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def emu(lab, tmp_path_factory):
-    e = Emulator(lab, tmp_path_factory.mktemp("apiemu"))
-    try:
+    config = {"exec_netns": {n: lab.node(n).ns for n in lab.nodes}, "pod_start_delay": 0.3}
+    with LabApi(lab, tmp_path_factory.mktemp("apiemu"), config=config) as e:
         yield e
-    finally:
-        e.close()
 
 
 def svcnet(lab, emu, *args, via="pod", timeout=120):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.cluster import ROOT, SEED, ClusterLab, ClusterSpec, cluster_skip_reason
+from tests.lab.cluster import ROOT, ClusterLab, ClusterSpec, LabApi, cluster_skip_reason
 
 pytestmark = pytest.mark.lab
 
@@ -34,20 +34,8 @@ def lab():
 @pytest.fixture(scope="module")
 def api(lab, tmp_path_factory):
     """The API emulator serving the seed cluster's objects inside the client namespace."""
-    work = tmp_path_factory.mktemp("apiemu")
-    argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "tests.apiemu", "serve", str(SEED), str(work)]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("READY "), line
-        yield work / "kubeconfig"
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with LabApi(lab, tmp_path_factory.mktemp("apiemu")) as emu:
+        yield emu.kubeconfig
 
 
 def svcnet(lab, kubeconfig, *args, timeout=120):

@@ -259,7 +259,7 @@ def test_a_damaged_healthz_file_is_a_warning(tmp_path: Path) -> None:
 
 @pytest.mark.lab
 def test_nodes_in_the_lab_reads_healthz_and_flags_both_backends(tmp_path: Path) -> None:
-    from tests.lab.cluster import ClusterLab, ClusterSpec, cluster_skip_reason
+    from tests.lab.cluster import ClusterLab, ClusterSpec, LabApi, cluster_skip_reason
     from tests.test_lab_live import svcnet
 
     reason = cluster_skip_reason()
@@ -270,11 +270,7 @@ def test_nodes_in_the_lab_reads_healthz_and_flags_both_backends(tmp_path: Path) 
     with ClusterLab(spec) as lab:
         work = tmp_path / "apiemu"
         work.mkdir()
-        argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "tests.apiemu", "serve", str(SEED),
-                str(work)]  # fmt: skip
-        emu = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
-        try:
-            assert emu.stdout.readline().startswith("READY ")
+        with LabApi(lab, work):
             kubeconfig = work / "kubeconfig"
             for n in lab.nodes:
                 lab.clear_command_log(n)
@@ -318,10 +314,3 @@ def test_nodes_in_the_lab_reads_healthz_and_flags_both_backends(tmp_path: Path) 
             back = {i["name"]: i for i in json.loads(replay.stdout)["items"]}
             assert (back["node01"]["healthy"], back["controlplane"]["healthy"]) == (False, True)
             assert back["node01"]["syncAgeSeconds"] >= 300 and back["node02"]["backendWarning"] is None
-        finally:
-            emu.stdin.close()
-            try:
-                emu.wait(10)
-            except subprocess.TimeoutExpired:
-                emu.kill()
-                emu.wait(5)

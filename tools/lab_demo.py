@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.lab.cluster import SEED, ClusterLab, ClusterSpec, cluster_skip_reason  # noqa: E402
+from tests.lab.cluster import ClusterLab, ClusterSpec, LabApi, cluster_skip_reason  # noqa: E402
 
 
 def main() -> int:
@@ -26,17 +26,9 @@ def main() -> int:
         print(f"lab-demo cannot run here: {reason}", file=sys.stderr)
         return 2
     with ClusterLab(ClusterSpec(silent=False, private=False, user=False)) as lab, tempfile.TemporaryDirectory() as work:
-        emu = subprocess.Popen(
-            ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "tests.apiemu", "serve", str(SEED), work],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
-        )  # fmt: skip
-        try:
-            ready = emu.stdout.readline()
-            if not ready.startswith("READY"):
-                print(f"API emulator did not start: {ready!r}", file=sys.stderr)
-                return 1
+        with LabApi(lab, Path(work)) as api:
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": work, "PYTHONPATH": str(ROOT)}
-            common = ["--kubeconfig", f"{work}/kubeconfig", "--ssh-user", "root", "--ssh-key", lab.client_key,
+            common = ["--kubeconfig", str(api.kubeconfig), "--ssh-user", "root", "--ssh-key", lab.client_key,
                       "--ssh-known-hosts", lab.known_hosts, "--ssh-config", "none"]  # fmt: skip
             for args in (["trace", "db-service"], ["map", "-n", "default"], ["nodes"]):
                 print(f"\n$ kubectl svcnet {' '.join(args)}      # in the lab's client namespace", flush=True)
@@ -44,9 +36,6 @@ def main() -> int:
                     ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "kubectl_svcnet", *args, *common],
                     cwd=str(ROOT), env=env, timeout=120,
                 )  # fmt: skip
-        finally:
-            emu.stdin.close()
-            emu.wait(10)
     return 0
 
 

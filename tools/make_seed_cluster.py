@@ -998,7 +998,7 @@ def normalise(snapshot: Path) -> None:
 def capture(out: Path) -> str:
     """Build the lab, run `kubectl svcnet snapshot OUT` in its client namespace, normalise OUT.
     Returns the command's stderr. Raises RuntimeError when the lab cannot run or the command fails."""
-    from tests.lab.cluster import ClusterLab, ClusterSpec, cluster_skip_reason
+    from tests.lab.cluster import ClusterLab, ClusterSpec, LabApi, cluster_skip_reason
 
     reason = cluster_skip_reason()
     if reason:
@@ -1016,25 +1016,12 @@ def capture(out: Path) -> str:
         )  # fmt: skip
         with ClusterLab(spec) as lab:
             in_client = ["ip", "netns", "exec", lab.client_ns, sys.executable]
-            emu = subprocess.Popen([*in_client, "-m", "tests.apiemu", "serve", str(api_dir), str(work)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))  # fmt: skip
-            try:
-                ready = emu.stdout.readline() if emu.stdout else ""
-                if not ready.startswith("READY "):
-                    raise RuntimeError(f"API emulator did not start: {ready!r}")
+            with LabApi(lab, work, seed=api_dir) as api:
                 argv = [*in_client, "-m", "kubectl_svcnet", "snapshot", str(out),
-                        "--kubeconfig", str(work / "kubeconfig"), "--ssh-user", "root", "--ssh-key", lab.client_key,
+                        "--kubeconfig", str(api.kubeconfig), "--ssh-user", "root", "--ssh-key", lab.client_key,
                         "--ssh-known-hosts", lab.known_hosts, "--ssh-config", "none"]  # fmt: skip
                 env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(work), "PYTHONPATH": str(ROOT)}
                 r = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=120)
-            finally:
-                if emu.stdin:
-                    emu.stdin.close()
-                try:
-                    emu.wait(10)
-                except subprocess.TimeoutExpired:
-                    emu.kill()
-                    emu.wait(5)
     if r.returncode != 0:
         raise RuntimeError(f"kubectl svcnet snapshot exited {r.returncode}: {r.stderr.strip()}")
     normalise(out)

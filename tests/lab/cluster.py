@@ -276,6 +276,47 @@ class _ClusterResources(_Resources):
                 signal.signal(signal.SIGINT, old)
 
 
+class LabApi:
+    """The API emulator (tests/apiemu) serving a snapshot's objects inside the lab's client namespace,
+    where the CLI runs: `kubeconfig` points at it. Its kubelet, given `exec_netns`, runs debug-pod
+    execs in the nodes' namespaces. A context manager; `close` stops it (stdin closed, then killed)."""
+
+    def __init__(self, lab: ClusterLab, work: Path, seed: Optional[Path] = None, config: Optional[dict] = None):
+        argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "tests.apiemu", "serve",
+                str(seed or lab.spec.seed), str(work)]  # fmt: skip
+        if config is not None:
+            (work / "apiemu-config.json").write_text(json.dumps(config))
+            argv.append(str(work / "apiemu-config.json"))
+        self.kubeconfig = work / "kubeconfig"
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        ready = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not ready.startswith("READY "):
+            self.close()
+            raise RuntimeError(f"API emulator did not start: {ready!r}")
+
+    def state(self) -> dict:
+        """What the emulator saw (pods, requests, execs): its answer to a `state` line on stdin."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write("state\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> LabApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class ClusterLab(Owner):
     """Three seed-cluster nodes with sshd, pods and kube-proxy rules, plus the SSH client's namespace."""
 

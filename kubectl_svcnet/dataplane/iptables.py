@@ -779,6 +779,7 @@ class Walker:
             if r.target is not None and r.target in chains and r.target != chain:
                 found |= self.deps(table, r.target, stack + (k,))
         d = frozenset(found)
+        d = _SHARED.setdefault(d, d)  # a handful of distinct sets for 100,000s of chains
         self._deps[k] = d
         return d
 
@@ -807,6 +808,15 @@ class Walker:
         """Drop the memoised walks that depend on the destination (see memo_dst)."""
         self.memo_dst.clear()
 
+    def forget_service(self) -> None:
+        """Drop every memoised walk: a service port's chains (KUBE-SVC-, KUBE-SEP-, ...) are reached
+        from its own frontends only, so once those are resolved nothing will ask for them again (a
+        shared chain such as KUBE-MARK-MASQ is walked again, cheaply). Keeps a big map's memory to
+        what one service port needs, not what all of them did."""
+        self.memo.clear()
+        self.memo_dst.clear()
+        self._live.clear()
+
     def _walk_chain(self, table: str, chain: str, pkt: Packet, depth: int) -> List[Outcome]:
         """One chain, from its first rule, unmemoised (a jump loop ends the walk, reported once)."""
         self.visited.add((table, chain))
@@ -828,7 +838,8 @@ class Walker:
         spec = self._keyspec.get((table, chain))
         if spec is None:
             d = self.deps(table, chain)
-            spec = self._keyspec[(table, chain)] = ("dst" in d, "dport" in d, "proto" in d)
+            spec = ("dst" in d, "dport" in d, "proto" in d)
+            spec = self._keyspec[(table, chain)] = _SHARED.setdefault(spec, spec)
         key = (
             table,
             chain,
@@ -907,6 +918,7 @@ class Walker:
 
 
 ALL_FIELDS = frozenset({"dst", "dport", "proto", "cls", "range", "marks"})
+_SHARED: Dict[object, object] = {}  # one copy of each deps set and memo key spec (immutable, few distinct)
 
 
 @lru_cache(maxsize=65536)
@@ -1081,6 +1093,12 @@ class _Resolver:
             w.forget_frontend()
         self._ends_cache.clear()
 
+    def forget_service(self) -> None:
+        """Every frontend of one service port is resolved (see Walker.forget_service)."""
+        for w in self.walkers:
+            w.forget_service()
+        self._ends_cache.clear()
+
     @property
     def walkers(self) -> List[Walker]:
         return [self.walker] + ([self.fast] if self.fast is not None else [])
@@ -1196,7 +1214,12 @@ def resolve_iptables(
         seeds, hc, npa = _seeds(dump, only)
         health.update(hc)
         nodeport_addrs.extend(npa)
+        by_port: Dict[ServiceKey, List[_Seed]] = {}
         for seed in seeds.values():
+            by_port.setdefault(seed.key, []).append(seed)
+        for seed in (s for group in by_port.values() for s in group):
+            if seed is by_port[seed.key][0]:
+                res.forget_service()  # the previous service port is done
             classes = [POD, LOCAL, EXTERNAL] + [RANGE_PREFIX + c for c in _ranges(dump, seed, res.detector)]
             per_class = {cls: res.ends(seed, cls) for cls in classes}
             res.forget_frontend()

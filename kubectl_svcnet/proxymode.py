@@ -43,32 +43,50 @@ IPVS_VIRTUAL_SERVER = re.compile(r"^-A -[tuf] ", re.M)
 
 
 def _has(text: str, needles: Sequence[str]) -> bool:
-    return any(n in text for n in needles)
+    """Whether any needle is in the text; a needle "\nX" also matches X at the very start."""
+    return any(n in text or (n[0] == "\n" and text.startswith(n[1:])) for n in needles)
+
+
+def _needles_for(fmt: Optional[str]) -> Optional[Tuple[str, ...]]:
+    """The prefixes a needle can have in a dump of this format (dataplane.detect_format), or None for
+    all: a 48 MB iptables-save dump is scanned once per needle, so needles it cannot hold are skipped."""
+    return {"iptables": ("\n:", "\n-"), "nft": ("chain ", "table "), "nft-json": ('"',)}.get(fmt or "")
 
 
 def scan_dump(text: str) -> Set[str]:
     """What one dump shows: the kube-proxy modes whose rules are in it ("iptables", "ipvs", "nftables",
     "userspace"), "kube-proxy" (any of its chains), "cilium", "calico", "kube-router", and
     "ipvs-services" (IPVS virtual servers, whoever made them)."""
+    from kubectl_svcnet.dataplane import detect_format
+
+    fmt = detect_format(text)
+    forms = _needles_for(fmt)
+    syntax = ("\n:", "\n-", "chain ", "table ", '"')
+
+    def has(needles: Sequence[str]) -> bool:
+        if forms is not None:
+            # Keep the needles of this format's syntax, and those of no particular syntax.
+            needles = [n for n in needles if n.startswith(forms) or not n.startswith(syntax)]
+        return _has(text, needles)
+
     found: Set[str] = set()
-    text = "\n" + text if not text.startswith("\n") else text
-    if _has(text, IPTABLES_MODE):
+    if has(IPTABLES_MODE):
         found.add("iptables")
-    if _has(text, IPVS_MODE):
+    if has(IPVS_MODE):
         found.add("ipvs")
-    if _has(text, USERSPACE_MODE):
+    if has(USERSPACE_MODE):
         found.add("userspace")
-    if _has(text, NFTABLES_MODE):
+    if has(NFTABLES_MODE):
         found.add("nftables")
-    if found or _has(text, KUBE_PROXY_ANY):
+    if found or has(KUBE_PROXY_ANY):
         found.add("kube-proxy")
-    if _has(text, CILIUM):
+    if has(CILIUM):
         found.add("cilium")
-    if _has(text, CALICO):
+    if has(CALICO):
         found.add("calico")
-    if _has(text, KUBE_ROUTER):
+    if has(KUBE_ROUTER):
         found.add("kube-router")
-    if IPVS_VIRTUAL_SERVER.search(text):
+    if fmt in (None, "ipvsadm") and IPVS_VIRTUAL_SERVER.search(text):
         found.add("ipvs-services")
     return found
 

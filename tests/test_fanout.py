@@ -171,3 +171,33 @@ def test_even_base_exceptions_in_a_worker_stay_with_their_node(exc: type) -> Non
 
     res = run_all(["a", "b", "c"], work)
     assert res["a"].ok and res["c"].ok and not res["b"].ok
+
+
+def test_a_second_ctrl_c_does_not_cut_the_clean_up_short():
+    """Ctrl-C while nodes run: every running node is still cancelled (its debug pod deleted) even when
+    Ctrl-C arrives again during the clean-up, and the first interrupt still ends the run."""
+    import os
+    import signal
+
+    cancelled: List[str] = []
+    gate = threading.Event()
+
+    def work(node: str) -> str:
+        gate.wait(10)
+        return node
+
+    def cancel(node: str) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # impatient user: Ctrl-C again
+        time.sleep(0.05)
+        cancelled.append(node)
+
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_all(["a", "b", "c"], work, parallel=3, timeout=20, cancel=cancel)
+    finally:
+        gate.set()
+        timer.cancel()
+    assert sorted(cancelled) == ["a", "b", "c"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

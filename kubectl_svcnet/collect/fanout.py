@@ -13,11 +13,13 @@ its blocked I/O), and nothing waits for it. One node's error, hang or crash neve
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, Iterable, List, Mapping, Optional, TextIO, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, TextIO, TypeVar
 
 from kubectl_svcnet.collect.runner import Runner
 from kubectl_svcnet.errors import NodeAccessError, SvcnetError
@@ -144,19 +146,36 @@ def run_all(
         stop.set()
         late = [n for n in names if n not in results]
         now = time.monotonic()
-        for n in late:
-            if n in started and cancel is not None:
-                try:
-                    cancel(n)
-                except Exception:  # noqa: BLE001 - closing is best effort
-                    pass
-            how = "still running" if n in started else "never started"
-            results[n] = NodeResult(
-                n,
-                error=NodeAccessError(f"no answer within {timeout:g}s for all nodes ({how})", where=n),
-                seconds=now - started.get(n, now),
-            )
+        with interrupts_held():  # a second Ctrl-C must not cut the clean-up short (debug pods left)
+            for n in late:
+                how = "still running" if n in started else "never started"
+                if n in started and cancel is not None:
+                    try:
+                        cancel(n)
+                    except Exception as e:  # noqa: BLE001 - closing is best effort; the node fails anyway
+                        how += f"; closing it failed: {type(e).__name__}: {e}"
+                results[n] = NodeResult(
+                    n,
+                    error=NodeAccessError(f"no answer within {timeout:g}s for all nodes ({how})", where=n),
+                    seconds=now - started.get(n, now),
+                )
     return {n: results[n] for n in names}
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored inside the block (in the main thread; elsewhere signals cannot be
+    set and nothing changes): for clean-up that must finish, such as deleting debug pods. Everything
+    done inside is bounded by its own timeouts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 RunnerFactory = Callable[[str, str], Runner]  # (node name, address) -> Runner

@@ -168,7 +168,7 @@ def _collect_via_pods(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptio
     not be deleted are warnings."""
     from kubectl_svcnet.collect import api
     from kubectl_svcnet.collect.debugpod import PodOptions, PodRunnerFactory, sigterm_raises
-    from kubectl_svcnet.collect.fanout import collect_nodes, terminal_progress
+    from kubectl_svcnet.collect.fanout import collect_nodes, interrupts_held, terminal_progress
 
     with sigterm_raises(), api.connect(
         opts.kubeconfig, opts.context, opts.cluster, opts.user, None, False, opts.request_timeout
@@ -180,7 +180,8 @@ def _collect_via_pods(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptio
                 progress=terminal_progress(progress) if progress is not None else None, collect=collect,
             )  # fmt: skip
         finally:
-            factory.close()
+            with interrupts_held():  # every pod is deleted, whatever arrives meanwhile
+                factory.close()
             inputs.warnings.extend(factory.leftovers)
 
 

@@ -146,14 +146,14 @@ def _truthy(v: Any) -> bool:
 
 def _config_mode(conf: str) -> Optional[str]:
     """`mode:` of a KubeProxyConfiguration (YAML or JSON text); None when the text names none."""
-    try:
-        import yaml
+    import yaml
 
+    try:
         doc = yaml.safe_load(conf)
-        if isinstance(doc, dict):
-            return str(doc.get("mode") or "") if "mode" in doc else None
-    except Exception:  # a damaged config: fall back to the line itself
-        pass
+    except yaml.YAMLError:
+        doc = None  # a damaged config: the `mode:` line itself, below
+    if isinstance(doc, dict):
+        return str(doc.get("mode") or "") if "mode" in doc else None
     m = re.search(r"""^mode:\s*["']?([A-Za-z]*)["']?\s*$""", conf, re.M)
     return m.group(1) if m else None
 

@@ -200,6 +200,7 @@ class _Watchdog:
 
     def __init__(self, timeout: float, *closeables: Any):
         self.fired = False
+        self.close_errors: List[BaseException] = []
         self._closeables = list(closeables)
         self._timer = threading.Timer(timeout, self._fire)
         self._timer.daemon = True
@@ -212,8 +213,9 @@ class _Watchdog:
         for obj in self._closeables:
             try:
                 obj.close()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+            except (OSError, EOFError, paramiko.SSHException) as e:
+                # The attempt is abandoned either way; the node's error says it timed out.
+                self.close_errors.append(e)
 
     def __enter__(self) -> _Watchdog:
         self._timer.start()
@@ -321,8 +323,8 @@ def _open_client(ep: Endpoint, options: SSHOptions, node: str, sock: Any = None,
         if sock is not None:
             try:
                 sock.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except OSError:
+                pass  # already failing: the error being raised is the one that matters
         if isinstance(e, (KeyboardInterrupt, SystemExit, NodeAccessError)):
             raise
         if wd.fired and not isinstance(e, (_UnknownHostKey, paramiko.BadHostKeyException)):

@@ -231,9 +231,8 @@ def lap(name):
 with open(sys.argv[1], encoding="utf-8") as f:
     text = f.read()
 lap("read")
-dump = parse_iptables(text, sys.argv[1])
+dump = parse_iptables(text, sys.argv[1], lazy=True)  # as read_node reads it: rules when walked
 lap("parse")
-del text
 plane = resolve_iptables([dump], "node1")
 lap("resolve")
 del dump
@@ -250,7 +249,8 @@ def phases(dump: str, size: int, lines: int) -> None:
     """map's phases one by one in a fresh interpreter: time and peak RSS after each."""
     p = subprocess.run([sys.executable, "-c", PHASES_CHILD, dump], capture_output=True, text=True, check=True)
     got = json.loads(p.stdout)
-    print("\nmap, phase by phase (fresh process, cyclic GC off as in build_map; peak RSS after each):")
+    print("\nmap, phase by phase (fresh process, cyclic GC off as in build_map; peak RSS after each;")
+    print("parse indexes the lines, rules are read as resolve walks their chains):")
     print(f"  {'phase':<8} {'time':>9} {'lines/s':>12} {'peak RSS':>10} {'x dump':>7}")
     total = 0.0
     for name in ("read", "parse", "resolve", "analyze", "render"):

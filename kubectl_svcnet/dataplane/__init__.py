@@ -72,7 +72,8 @@ def read_node(
 
             # For one Service, read only the lines it can touch (fast on 10,000-service nodes).
             sparse = parse_iptables_for(text, source, only_ipt) if only_ipt else None
-            ipt.append(sparse if sparse is not None else parse_iptables(text, source))
+            # Lazy: rules are read as their chains are walked and let go after (resolve_iptables).
+            ipt.append(sparse if sparse is not None else parse_iptables(text, source, lazy=True))
         else:
             from kubectl_svcnet.dataplane.nft import parse_nft
 
@@ -80,6 +81,9 @@ def read_node(
     planes: List[NodeDataPlane] = []
     if ipvs_dumps:
         from kubectl_svcnet.dataplane.ipvs import parse_ipvs, resolve_ipvs
+
+        for d in ipt:
+            d.finish()  # the IPVS reader reads whole dumps
 
         data = parse_ipvs(ipvs_dumps, ipt)
         if data.active or not ipt:
@@ -89,6 +93,8 @@ def read_node(
         from kubectl_svcnet.dataplane.userspace import looks_like_userspace, resolve_userspace
 
         if looks_like_userspace(ipt):
+            for d in ipt:
+                d.finish()  # so does the userspace one
             planes.append(resolve_userspace(ipt, node, source_kind, only, cluster))
             ipt = []
     if ipt:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
+from array import array
 from dataclasses import dataclass, field
 from functools import lru_cache
 from sys import intern
@@ -358,6 +359,164 @@ def net(cidr: str) -> ipaddress._BaseNetwork:
     return ipaddress.ip_network(cidr, strict=False)
 
 
+class _Raw:
+    """One chain's rules as they sit in the dump, unparsed: their line numbers, and where each rule's
+    text starts in the dump (or the texts themselves, for a dump assembled from picked lines)."""
+
+    __slots__ = ("lines", "offsets", "texts", "checked")
+
+    def __init__(self, by_offset: bool):
+        self.checked = False  # its rules were read once and their problems noted
+        self.lines = array("q")
+        self.offsets: Optional[array] = array("q") if by_offset else None
+        self.texts: Optional[List[str]] = None if by_offset else []
+
+
+_ABSENT = object()
+_INDEXED = 48  # chains this long are indexed by Table.candidates and never let go
+
+
+class Chains(dict):
+    """chain name -> its rules, each chain parsed from the dump's text when first read.
+
+    A 10,000-service dump holds 110,000 chains and 435,000 rules, and `map` needs one service port's
+    chains at a time: a lazy dump (`parse_iptables(..., lazy=True)`) keeps only each rule's line
+    number and offset until its chain is read, and `release` lets a walked chain's rules go again
+    (read again if ever asked for). Iterating, `in` and len() see every chain without reading any.
+    Problems in a rule (unreadable, a jump to an undefined chain) are found the first time its chain
+    is read; `IptablesDump.finish` reads the chains nobody read."""
+
+    def __init__(self, dump: IptablesDump, text: str, table_pos: int, by_offset: bool):
+        super().__init__()
+        self.raw: Dict[str, _Raw] = {}
+        self._dump, self._text, self._tpos, self._by_offset = dump, text, table_pos, by_offset
+        self._loaded: List[str] = []  # read since the last release
+
+    # -- building (the parser) -------------------------------------------------------------------
+    def declare(self, name: str) -> _Raw:
+        """A chain declaration (or flush): an empty chain, keeping its place if it existed."""
+        raw = self.raw[name] = _Raw(self._by_offset)
+        dict.__setitem__(self, name, raw)
+        return raw
+
+    def pop(self, name: str, default: object = None) -> object:  # type: ignore[override]
+        self.raw.pop(name, None)
+        return dict.pop(self, name, default)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> List[Rule]:
+        v = dict.__getitem__(self, name)
+        return self._load(name, v) if v.__class__ is _Raw else v
+
+    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
+        v = dict.get(self, name, _ABSENT)
+        if v is _ABSENT:
+            return default
+        return self._load(name, v) if v.__class__ is _Raw else v
+
+    def values(self) -> Iterator[List[Rule]]:  # type: ignore[override]
+        return (self[k] for k in list(self))
+
+    def items(self) -> Iterator[Tuple[str, List[Rule]]]:  # type: ignore[override]
+        return ((k, self[k]) for k in list(self))
+
+    def size(self, name: str) -> int:
+        """How many rules a chain holds, without reading them."""
+        raw = self.raw.get(name)
+        return len(raw.lines) if raw is not None else len(dict.get(self, name) or ())
+
+    def _load(self, name: str, raw: _Raw) -> List[Rule]:
+        dump, text = self._dump, self._text
+        check = not raw.checked
+        rules: List[Rule] = []
+        lines, offsets, texts = raw.lines, raw.offsets, raw.texts
+        for i in range(len(lines)):
+            if texts is not None:
+                spec = texts[i]
+            else:
+                start = offsets[i]  # type: ignore[index]
+                end = text.find("\n", start)
+                spec = text[start : end if end >= 0 else len(text)]
+                if spec[-1:] == "\r":
+                    spec = spec.rstrip("\r")
+            try:
+                rules.append(parse_rule(lines[i], name, spec))
+            except ValueError as e:
+                if check:
+                    msg = f"cannot read rule in {name}: {e} ({dump.source}:{lines[i]})"
+                    dump._parse_findings.append((lines[i], Finding("error", "bad-rule", msg)))
+        if check:
+            raw.checked = True
+            for pos, r in enumerate(rules):
+                t = r.target
+                if t and t not in TERMINAL and t not in NON_TERMINAL and t != "RETURN" and t not in self:
+                    msg = f"rule in {name} jumps to undefined chain {t} ({dump.source}:{r.line})"
+                    key = (self._tpos, name, pos)  # chain order: `finish` puts the chains' names in order
+                    dump._jump_findings.append((key, Finding("error", "undefined-chain", msg)))
+        dict.__setitem__(self, name, rules)
+        self._loaded.append(name)
+        return rules
+
+    def check_all(self) -> None:
+        """Read every chain not read yet, for its problems (a lazy dump lets them go again)."""
+        for name in list(self):
+            raw = self.raw.get(name)
+            if raw is not None and not raw.checked:
+                self[name]
+                if self._dump.lazy:
+                    self.release()
+
+    def release(self) -> None:
+        """Let the rules read since the last release go (not those of big, indexed chains)."""
+        for name in self._loaded:
+            v = dict.get(self, name)
+            raw = self.raw.get(name)
+            if raw is not None and v is not None and v.__class__ is not _Raw and len(v) < _INDEXED:
+                dict.__setitem__(self, name, raw)
+        self._loaded = []
+
+    def chains_with(self, needle: str) -> set:
+        """Names of the chains with a rule whose text holds `needle` followed by a space or its end
+        (a superset: the needle may sit in a comment), found in the text without reading rules."""
+        out = set()
+        for name, raw in self.raw.items():
+            if raw.texts is not None:
+                if any(_holds(t, needle) for t in raw.texts):
+                    out.add(name)
+        if self._by_offset:
+            text, find = self._text, self._text.find
+            pos = 0
+            while True:
+                i = find(needle, pos)
+                if i < 0:
+                    break
+                pos = i + len(needle)
+                if text[pos : pos + 1] not in (" ", "\n", "\r", ""):
+                    continue
+                start = text.rfind("\n", 0, i) + 1
+                if text.startswith("-A ", start):
+                    name = text[start + 3 : text.find(" ", start + 3)]
+                    raw = self.raw.get(name)
+                    if raw is not None and raw.offsets is not None and start + 4 + len(name) in raw.offsets:
+                        out.add(name)
+        return out
+
+
+def chain_size(chains: Dict[str, List[Rule]], name: str) -> int:
+    """How many rules a chain holds, without reading a lazy dump's rules."""
+    return chains.size(name) if isinstance(chains, Chains) else len(chains.get(name) or ())
+
+
+def _holds(text: str, needle: str) -> bool:
+    i = text.find(needle)
+    while i >= 0:
+        after = text[i + len(needle) : i + len(needle) + 1]
+        if after in (" ", ""):
+            return True
+        i = text.find(needle, i + 1)
+    return False
+
+
 @dataclass
 class Table:
     name: str
@@ -398,6 +557,35 @@ class IptablesDump:
     backend: Optional[str] = None  # nft | legacy, from the header
     family: int = 4
     findings: List[Finding] = field(default_factory=list)
+    lazy: bool = False  # chains are read when asked for, and may be let go again (Chains)
+    # Problems found while reading, with their sort keys; `finish` puts them into `findings`.
+    _parse_findings: List[Tuple[int, Finding]] = field(default_factory=list, repr=False)
+    _jump_findings: List[Tuple[tuple, Finding]] = field(default_factory=list, repr=False)
+    _finished: bool = field(default=False, repr=False)
+
+    def finish(self) -> None:
+        """Read every chain nobody read (for its problems), and put all problems into `findings`: the
+        reading problems in line order, then jumps to undefined chains in table/chain/rule order."""
+        if self._finished:
+            return
+        for t in self.tables.values():
+            if isinstance(t.chains, Chains):
+                t.chains.check_all()
+        parse = sorted(self._parse_findings, key=lambda kf: kf[0])  # stable: same line, first found first
+        order: Dict[Tuple[int, str], int] = {}
+        if self._jump_findings:
+            for i, t in enumerate(self.tables.values()):
+                order.update(((i, name), j) for j, name in enumerate(t.chains))
+        jumps = sorted(self._jump_findings, key=lambda kf: (kf[0][0], order.get(kf[0][:2], 0), kf[0][2]))
+        self.findings = [f for _, f in parse] + [f for _, f in jumps]
+        self._finished = True
+
+    def release(self) -> None:
+        """A lazy dump lets the rules it read since the last call go (Chains.release)."""
+        if self.lazy:
+            for t in self.tables.values():
+                if isinstance(t.chains, Chains):
+                    t.chains.release()
 
     def chain(self, table: str, name: str) -> Optional[List[Rule]]:
         t = self.tables.get(table)
@@ -419,27 +607,33 @@ def _family(text: str, header_tool: Optional[str]) -> int:
     return 6 if m and ":" in m.group(1) else 4
 
 
-def parse_iptables(text: str, source: str) -> IptablesDump:
+def parse_iptables(text: str, source: str, lazy: bool = False) -> IptablesDump:
     """Parse iptables-save output (either backend; also iptables-restore input with -X/-F lines).
 
     Problems that still leave something readable (a table with no COMMIT, a cut last line, a rule
     iptables-save could not have printed) become error findings naming source:line, and everything
     else is still returned; text that is not a dump at all raises DumpParseError.
+
+    `lazy`: rules are read when their chain is first asked for (see Chains), and `findings` is
+    complete only after `dump.finish()` — for `map` over a big node, which walks one service port's
+    chains at a time. The text must then stay as it is while the dump is in use.
     """
-    dump = IptablesDump(source)
+    dump = IptablesDump(source, lazy=lazy)
     n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
     if text and not text.endswith("\n"):
         # The last line was cut mid-way: it cannot be trusted.
-        dump.findings.append(
-            Finding("error", "truncated-dump", f"dump ends mid-line; last line ignored ({source}:{n_lines})")
-        )
+        msg = f"dump ends mid-line; last line ignored ({source}:{n_lines})"
+        dump._parse_findings.append((0, Finding("error", "truncated-dump", msg)))
         n_lines -= 1
-    return _parse_lines(dump, text, _numbered_lines(text, n_lines), n_lines)
+    _parse_lines(dump, text, _numbered_lines(text, n_lines), n_lines)
+    if not lazy:
+        dump.finish()
+    return dump
 
 
-def _numbered_lines(text: str, limit: int) -> Iterator[Tuple[int, str]]:
-    """(number, line) for the first `limit` lines, one at a time: a 48 MB dump is never held twice
-    (as text and as a list of lines)."""
+def _numbered_lines(text: str, limit: int) -> Iterator[Tuple[int, Optional[int], str]]:
+    """(number, offset, line) for the first `limit` lines, one at a time: a 48 MB dump is never held
+    twice (as text and as a list of lines)."""
     pos, n = 0, 0
     find = text.find
     while n < limit:
@@ -447,22 +641,45 @@ def _numbered_lines(text: str, limit: int) -> Iterator[Tuple[int, str]]:
         if end < 0:
             end = len(text)
         n += 1
-        yield n, text[pos:end]
+        yield n, pos, text[pos:end]
         pos = end + 1
 
 
-def _parse_lines(dump: IptablesDump, text: str, numbered: Iterator[Tuple[int, str]], last_line: int) -> IptablesDump:
+def _parse_lines(
+    dump: IptablesDump, text: str, numbered: Iterator[Tuple[int, Optional[int], str]], last_line: int
+) -> IptablesDump:
+    """Read the lines into tables and chains. A rule is kept as its line number and the offset of its
+    text in `text` (offset None: its text itself); Chains parses it when its chain is read."""
     source = dump.source
     table: Optional[Table] = None
     header_tool = None
     saw_anything = False
-    chains: Dict[str, List[Rule]] = {}
-    for lineno, line in numbered:
+    chains: Chains = Chains(dump, text, 0, True)
+    raws: Dict[str, _Raw] = {}
+    problems = dump._parse_findings
+    for lineno, pos, line in numbered:
         if line[-1:] == "\r":
             line = line.rstrip("\r")
         if not line:
             continue
         c = line[0]
+        if c == "-" and pos is not None and table is not None and line.startswith("-A "):
+            # The common line, kept as a line number and an offset (its text is not copied).
+            sp = line.find(" ", 3)
+            if sp < 0:  # no rule text: the offset of the line's end reads as ""
+                chain, start = intern(line[3:]), pos + len(line)
+            else:
+                chain, start = intern(line[3:sp]), pos + sp + 1
+            raw = raws.get(chain)
+            if raw is None:
+                if chain not in BUILTIN_CHAINS:
+                    msg = f"rule appended to undeclared chain {chain} ({source}:{lineno})"
+                    problems.append((lineno, Finding("error", "undeclared-chain", msg)))
+                raw = chains.declare(chain)
+            raw.lines.append(lineno)
+            raw.offsets.append(start)  # type: ignore[union-attr]
+            saw_anything = True
+            continue
         if c == "-":
             if table is None:
                 raise DumpParseError("rule outside any table (no *nat/*filter line before it)", source, lineno)
@@ -471,29 +688,22 @@ def _parse_lines(dump: IptablesDump, text: str, numbered: Iterator[Tuple[int, st
             chain = intern(parts[1]) if len(parts) > 1 else ""  # one string per chain, however many rules
             spec = parts[2] if len(parts) > 2 else ""
             if op == "-A" or op == "--append":
-                rules = chains.get(chain)
-                if rules is None:
-                    if chain in BUILTIN_CHAINS:
-                        rules = chains[chain] = []
-                    else:
-                        dump.findings.append(
-                            Finding(
-                                "error", "undeclared-chain",
-                                f"rule appended to undeclared chain {chain} ({source}:{lineno})",
-                            )
-                        )  # fmt: skip
-                        rules = chains[chain] = []
-                try:
-                    rules.append(parse_rule(lineno, chain, spec))
-                except ValueError as e:
-                    dump.findings.append(
-                        Finding("error", "bad-rule", f"cannot read rule in {chain}: {e} ({source}:{lineno})")
-                    )
+                raw = raws.get(chain)
+                if raw is None:
+                    if chain not in BUILTIN_CHAINS:
+                        msg = f"rule appended to undeclared chain {chain} ({source}:{lineno})"
+                        problems.append((lineno, Finding("error", "undeclared-chain", msg)))
+                    raw = chains.declare(chain)
+                raw.lines.append(lineno)
+                if raw.texts is None:
+                    raw.offsets.append(pos + len(line) - len(spec))  # type: ignore[union-attr,operator]
+                else:
+                    raw.texts.append(spec)
             elif op in ("-X", "--delete-chain"):
-                table.chains.pop(chain, None)
+                chains.pop(chain, None)
             elif op in ("-F", "--flush"):
-                if chain in table.chains:
-                    table.chains[chain] = []
+                if chain in chains:
+                    chains.declare(chain)
             else:
                 raise DumpParseError(f"unexpected command {op!r} in a dump", source, lineno)
             saw_anything = True
@@ -505,19 +715,22 @@ def _parse_lines(dump: IptablesDump, text: str, numbered: Iterator[Tuple[int, st
                 raise DumpParseError("empty chain declaration", source, lineno)
             # A declaration flushes the chain: iptables-save declares each chain once, and in
             # iptables-restore input (kube-proxy's own, several syncs in a row) it resets it.
-            table.chains[parts[0]] = []
+            chains.declare(intern(parts[0]))
             if len(parts) > 1:
                 table.policies[parts[0]] = parts[1]
         elif c == "*":
             if table is not None and not table.committed:
-                dump.findings.append(
-                    Finding("error", "truncated-dump", f"table {table.name} has no COMMIT ({source}:{lineno})")
-                )
+                msg = f"table {table.name} has no COMMIT ({source}:{lineno})"
+                problems.append((lineno, Finding("error", "truncated-dump", msg)))
             name = line[1:].strip()
             if not name or not name.isalnum():
                 raise DumpParseError(f"bad table line {line!r}", source, lineno)
-            table = dump.tables.setdefault(name, Table(name, lineno))
-            chains = table.chains
+            if name not in dump.tables:
+                by_offset = pos is not None
+                dump.tables[name] = Table(name, lineno, Chains(dump, text, len(dump.tables), by_offset))
+            table = dump.tables[name]
+            chains = table.chains  # type: ignore[assignment]
+            raws = chains.raw
             table.committed = False
             saw_anything = True
         elif c == "#":
@@ -538,26 +751,10 @@ def _parse_lines(dump: IptablesDump, text: str, numbered: Iterator[Tuple[int, st
     if not saw_anything:
         raise DumpParseError("not iptables-save output: no *table and no rules", source, 1 if text else 0)
     if table is not None and not table.committed:
-        dump.findings.append(
-            Finding("error", "truncated-dump", f"table {table.name} has no COMMIT ({source}:{last_line})")
-        )
+        msg = f"table {table.name} has no COMMIT ({source}:{last_line})"
+        problems.append((last_line, Finding("error", "truncated-dump", msg)))
     dump.family = _family(text, header_tool)
-    _check_jumps(dump)
     return dump
-
-
-def _check_jumps(dump: IptablesDump) -> None:
-    for table in dump.tables.values():
-        for chain, rules in table.chains.items():
-            for r in rules:
-                t = r.target
-                if t and t not in TERMINAL and t not in NON_TERMINAL and t != "RETURN" and t not in table.chains:
-                    dump.findings.append(
-                        Finding(
-                            "error", "undefined-chain",
-                            f"rule in {chain} jumps to undefined chain {t} ({dump.source}:{r.line})",
-                        )
-                    )  # fmt: skip
 
 
 def iter_rules(dump: IptablesDump, table: str) -> Iterator[Rule]:
@@ -757,8 +954,14 @@ class Walker:
             return d
         if k in stack:
             return ALL_FIELDS
-        found = set()
         chains = self.dump.tables[table].chains
+        if chain_size(chains, chain) >= _INDEXED:
+            # A dispatch chain (KUBE-SERVICES: a rule or two per service port) reaches every service's
+            # chains: walks through it are keyed on every field rather than on the union of what all
+            # of them read, which would read (and, in a lazy dump, parse) the whole dump up front.
+            self._deps[k] = ALL_FIELDS
+            return ALL_FIELDS
+        found = set()
         fast = self.fast
         for r in chains.get(chain, ()):
             if fast and self.no_op(table, r):
@@ -816,6 +1019,10 @@ class Walker:
         self.memo.clear()
         self.memo_dst.clear()
         self._live.clear()
+        # What was learnt about its chains goes too: one entry per chain is 100,000s on a big node.
+        self._deps.clear()
+        self._keyspec.clear()
+        self._mark_only.clear()
 
     def _walk_chain(self, table: str, chain: str, pkt: Packet, depth: int) -> List[Outcome]:
         """One chain, from its first rule, unmemoised (a jump loop ends the walk, reported once)."""
@@ -978,10 +1185,10 @@ def detect_pod_cidr(dump: IptablesDump) -> Optional[str]:
     nat = dump.tables.get("nat")
     if nat is None:
         return None
-    for chain, rules in nat.chains.items():
+    for chain in list(nat.chains):
         if not chain.startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-XLB-")):
             continue
-        for r in rules:
+        for r in nat.chains[chain]:
             if r.src and _host(r.src) is None and not r.src.startswith("127."):
                 if (r.src_neg and r.target == "KUBE-MARK-MASQ") or (
                     not r.src_neg and r.target and r.target.startswith("KUBE-SVC-")
@@ -1067,7 +1274,24 @@ def marks_matter_in_nat(dump: IptablesDump) -> bool:
     nat = dump.tables.get("nat")
     if nat is None:
         return False
-    todo = [c for c in ("PREROUTING", "OUTPUT", "KUBE-SERVICES") if c in nat.chains]
+    entries = ("PREROUTING", "OUTPUT", "KUBE-SERVICES")
+    if dump.lazy and isinstance(nat.chains, Chains):
+        # Without reading every rule: from the chains whose text tests a mark, look for a way back
+        # to an entry chain through the texts of jumps. A superset (a needle in a comment counts),
+        # so it may answer True where reading would not: then the exact walk runs, never a wrong one.
+        todo = list(nat.chains.chains_with(" --mark"))
+        seen = set(todo)
+        while todo:
+            c = todo.pop()
+            if c in entries:
+                return True
+            for verb in ("-j", "-g", "--jump", "--goto"):
+                for parent in nat.chains.chains_with(f"{verb} {c}"):
+                    if parent not in seen:
+                        seen.add(parent)
+                        todo.append(parent)
+        return False
+    todo = [c for c in entries if c in nat.chains]
     seen = set(todo)
     while todo:
         for r in nat.chains.get(todo.pop(), ()):
@@ -1094,10 +1318,12 @@ class _Resolver:
         self._ends_cache.clear()
 
     def forget_service(self) -> None:
-        """Every frontend of one service port is resolved (see Walker.forget_service)."""
+        """Every frontend of one service port is resolved (see Walker.forget_service); a lazy dump
+        lets the rules it read for them go."""
         for w in self.walkers:
             w.forget_service()
         self._ends_cache.clear()
+        self.dump.release()
 
     @property
     def walkers(self) -> List[Walker]:
@@ -1208,7 +1434,7 @@ def resolve_iptables(
     backend = None
     for dump in dumps:
         backend = backend or dump.backend
-        findings.extend(Finding(f.severity, f.code, f.message, node) for f in dump.findings)
+        at = len(findings)  # the dump's own problems go here, once all is read (dump.finish)
         res = _Resolver(dump)
         detector = detector or res.detector
         seeds, hc, npa = _seeds(dump, only)
@@ -1224,7 +1450,9 @@ def resolve_iptables(
             per_class = {cls: res.ends(seed, cls) for cls in classes}
             res.forget_frontend()
             fe_findings = _drop_unhandled(per_class, seed, node)
-            routes = group_routes(per_class)
+            # Hops are kept for a trace of one Service, which prints them; a map of every Service
+            # prints none, and on a 10,000-service node they would be a third of its memory.
+            routes = group_routes(per_class, paths=only is not None)
             for r in routes:
                 share = sum(b.probability for b in r.backends)
                 if r.backends and share < 1 - 1e-6:
@@ -1260,6 +1488,8 @@ def resolve_iptables(
             findings.append(Finding("error", "jump-loop", f"jumps loop through {chain} ({dump.source})", node))
         if only is None:
             findings.extend(_unreachable(dump, visited, node))
+        dump.finish()
+        findings[at:at] = [Finding(f.severity, f.code, f.message, node) for f in dump.findings]
     out = []
     for key in sorted(services):
         fes = sorted(services[key], key=lambda f: (FRONTEND_ORDER.get(f.type, 9), f.ip or "", f.port))
@@ -1293,8 +1523,9 @@ def _drop_unhandled(per_class: Dict[str, List[End]], seed: _Seed, node: str) -> 
 def _unreachable(dump: IptablesDump, visited: set, node: str) -> List[Finding]:
     out = []
     for tname, table in dump.tables.items():
-        for chain, rules in table.chains.items():
+        for chain in list(table.chains):
             if chain.startswith(PER_SERVICE_PREFIXES) and (tname, chain) not in visited:
+                rules = table.chains[chain]
                 key = next((service_key(r.comment, r.proto) for r in rules if r.comment), None)
                 what = f" ({key})" if key else ""
                 line = rules[0].line if rules else table.line
@@ -1453,17 +1684,18 @@ def _assemble(text: str, source: str, tables: Dict[str, Tuple[int, int]], picked
         at = off
         numbers[off] = line
     header_end = text.find("\n")
-    numbered: List[Tuple[int, str]] = [(1, text[:header_end])]
+    numbered: List[Tuple[int, Optional[int], str]] = [(1, None, text[:header_end])]
     for name, (lo, hi) in sorted(tables.items(), key=lambda kv: kv[1][0]):
-        numbered.append((0, f"*{name}"))
+        numbered.append((0, None, f"*{name}"))
         chains = {c for (t, c) in loaded if t == name} | set(DISPATCH_CHAINS)
         for off in offsets:
             if lo <= off < hi:
                 chains.add(picked[off][3 : picked[off].find(" ", 3)])
-        numbered.extend((0, f":{c} - [0:0]") for c in sorted(chains))
-        numbered.extend((numbers[off], picked[off]) for off in offsets if lo <= off < hi)
-        numbered.append((0, "COMMIT"))
+        numbered.extend((0, None, f":{c} - [0:0]") for c in sorted(chains))
+        numbered.extend((numbers[off], None, picked[off]) for off in offsets if lo <= off < hi)
+        numbered.append((0, None, "COMMIT"))
     dump = _parse_lines(IptablesDump(source), text, iter(numbered), line)
+    dump.finish()
     # Dispatch chains were declared to hold the picked rules; a jump to a chain that is really
     # missing from the dump still shows up as undefined.
     return dump

@@ -82,28 +82,29 @@ def _common_prefix(paths: Sequence[Tuple[Hop, ...]]) -> Tuple[Hop, ...]:
     return first[:i]
 
 
-def make_route(source: str, ends: Sequence[End]) -> Route:
-    """One route from the merged ends of one class of client."""
+def make_route(source: str, ends: Sequence[End], paths: bool = True) -> Route:
+    """One route from the merged ends of one class of client. `paths` False: the route and its
+    backends keep no hops (their order still follows the rules)."""
     forward = [e for e in ends if e.verdict == FORWARD and e.ip is not None]
     others = [e for e in ends if not (e.verdict == FORWARD and e.ip is not None)]
     if not forward:
         # Nothing is DNATed: the largest share decides (reject, drop, or passes untranslated).
         main = max(others, key=lambda e: e.prob) if others else End(DROP, None, None, 1.0, ())
-        return Route(source=source, verdict=main.verdict, path=main.path)
+        return Route(source=source, verdict=main.verdict, path=main.path if paths else ())
     prefix = _common_prefix([e.path for e in forward])
     # Real shares, not renormalised: if some connections end elsewhere (a damaged chain), the
     # backends' shares sum to less than 1 and the resolver says so in a finding.
     backends = tuple(
-        Backend(ip=e.ip, port=e.port, probability=e.prob, path=e.path[len(prefix) :])
+        Backend(ip=e.ip, port=e.port, probability=e.prob, path=e.path[len(prefix) :] if paths else ())
         for e in sorted(forward, key=lambda e: e.path[len(prefix)].line if len(e.path) > len(prefix) else 0)
     )  # type: ignore[arg-type]
     timeouts = [e.affinity for e in forward if e.affinity]
     affinity = Affinity(timeout_seconds=max(timeouts)) if timeouts else None
-    return Route(source=source, verdict=FORWARD, backends=backends, affinity=affinity, path=prefix)
+    return Route(source=source, verdict=FORWARD, backends=backends, affinity=affinity, path=prefix if paths else ())
 
 
-def group_routes(per_class: Dict[str, Sequence[End]]) -> Tuple[Route, ...]:
-    """Merge per-class results into the fewest routes the contract can say."""
+def group_routes(per_class: Dict[str, Sequence[End]], paths: bool = True) -> Tuple[Route, ...]:
+    """Merge per-class results into the fewest routes the contract can say (`paths`: see make_route)."""
     merged: Dict[str, List[End]] = {}
     sig: Dict[str, tuple] = {}
     done: Dict[int, Tuple[Sequence[End], List[End], tuple]] = {}
@@ -118,12 +119,12 @@ def group_routes(per_class: Dict[str, Sequence[End]]) -> Tuple[Route, ...]:
     ranges = [c for c in per_class if c.startswith(RANGE_PREFIX) and sig[c] != ext]
     cluster_same = sig.get(POD) == sig.get(LOCAL)
     if len(set(sig.values())) == 1:
-        return (make_route(FROM_ANY, merged[EXTERNAL if EXTERNAL in merged else next(iter(merged))]),)
+        return (make_route(FROM_ANY, merged[EXTERNAL if EXTERNAL in merged else next(iter(merged))], paths),)
     routes: List[Route] = []
     cluster_cls = POD if POD in merged else LOCAL
     if sig.get(cluster_cls) != ext or not cluster_same:
-        routes.append(make_route(FROM_CLUSTER, merged[cluster_cls]))
+        routes.append(make_route(FROM_CLUSTER, merged[cluster_cls], paths))
     for c in ranges:
-        routes.append(make_route(c[len(RANGE_PREFIX) :], merged[c]))
-    routes.append(make_route(FROM_OTHER if ranges else FROM_EXTERNAL, merged[EXTERNAL]))
+        routes.append(make_route(c[len(RANGE_PREFIX) :], merged[c], paths))
+    routes.append(make_route(FROM_OTHER if ranges else FROM_EXTERNAL, merged[EXTERNAL], paths))
     return tuple(routes)

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-from kubectl_svcnet.dataplane.iptables import IptablesDump, Rule, service_key
+from kubectl_svcnet.dataplane.iptables import IptablesDump, Rule, chain_size, service_key
 from kubectl_svcnet.model import (
     CLUSTER_IP,
     EXTERNAL_IP,
@@ -75,9 +75,11 @@ def looks_like_userspace(dump: Union[str, IptablesDump, Iterable[IptablesDump]])
         nat = d.tables.get("nat")
         if nat is None:
             continue
-        if any(c.startswith(("KUBE-SVC-", "KUBE-SEP-")) and rules for c, rules in nat.chains.items()):
+        # Rule counts only: a lazily read dump is not read here.
+        chains = nat.chains
+        if any(c.startswith(("KUBE-SVC-", "KUBE-SEP-")) and chain_size(chains, c) for c in chains):
             return False
-        found = found or any(nat.chains.get(c) for c in PORTAL_CHAINS)
+        found = found or any(chain_size(chains, c) for c in PORTAL_CHAINS if c in chains)
     return found
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any, Dict, Iterator, List, Optional
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.errors import DumpParseError, ExitStatus, NotFoundError
 from kubectl_svcnet.model import ERROR, NodeDataPlane, NodeInfo, ServiceMap
+
+if TYPE_CHECKING:
+    from kubectl_svcnet.proxymode import NodeScan
 
 
 @dataclass
@@ -35,21 +38,67 @@ def no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass
+class ResolvedNode:
+    """One node's dumps, resolved: its plane (its error set when a dump is damaged), the problem lines
+    and exit status that makes, and what proxymode.diagnose reads of the dumps — everything a map needs
+    of the node, so a live run keeps this and lets the dumps' text go as each node arrives."""
+
+    plane: NodeDataPlane
+    scan: NodeScan
+    problems: List[str] = field(default_factory=list)
+    status: ExitStatus = ExitStatus.OK
+    only: Optional[str] = None  # the trace's Service it was resolved for (None: every Service)
+
+
+def resolve_node(
+    dumps: Sequence[Tuple[str, str]], node: str, kind: str, only: Optional[str] = None, cluster: Any = None
+) -> ResolvedNode:
+    """Parse and resolve one node's (text, source) dumps (`cluster`: model.Cluster or None). A dump that
+    is not one is this node's error, exit status 4; the other nodes are not touched. Runs with the cyclic
+    GC off, as build_map does (see no_cyclic_gc); a live run calls it for each node as it arrives."""
+    with no_cyclic_gc():
+        return _resolve_node(dumps, node, kind, only, cluster)
+
+
+def _resolve_node(
+    dumps: Sequence[Tuple[str, str]], node: str, kind: str, only: Optional[str], cluster: Any
+) -> ResolvedNode:
+    from kubectl_svcnet.dataplane import read_node
+    from kubectl_svcnet.proxymode import scan_node
+
+    try:
+        plane = read_node(dumps, node, kind, only, cluster)
+    except DumpParseError as e:
+        plane = NodeDataPlane(NodeInfo(node, kind, error=e.one_line()))
+        return ResolvedNode(plane, scan_node(plane, dumps), [f"node {node}: {e.one_line()}"], ExitStatus.INPUT, only)
+    scan = scan_node(plane, dumps)
+    errors = [f for f in plane.findings if f.severity == ERROR]
+    if not errors:
+        return ResolvedNode(plane, scan, [], ExitStatus.OK, only)
+    # Read what could be read; the dump itself is damaged, which the exit status says.
+    plane = replace(plane, info=replace(plane.info, error=errors[0].message))
+    return ResolvedNode(plane, scan, [f"node {node}: {f.message}" for f in errors], ExitStatus.INPUT, only)
+
+
 def build_map(inputs: Inputs, only: Optional[str] = None, namespace: Optional[str] = None) -> RunResult:
     with no_cyclic_gc():
         return _build_map(inputs, only, namespace)
 
 
 def _build_map(inputs: Inputs, only: Optional[str], namespace: Optional[str]) -> RunResult:
+    """Every node in `inputs.nodes` order: resolved here from its dumps' text, or taken as resolved
+    already (`inputs.resolved`, a live run's); then the analysis over all of them."""
     from kubectl_svcnet.analyze import analyze
-    from kubectl_svcnet.dataplane import read_node
+    from kubectl_svcnet.proxymode import ProxyInputs
 
-    cluster = None
-    if inputs.objects:
+    cluster = inputs.cluster
+    if cluster is None and inputs.objects:
         from kubectl_svcnet.objects import build_cluster
 
         cluster = build_cluster(inputs.objects)
     planes: List[NodeDataPlane] = []
+    scans: Dict[str, NodeScan] = {}
     problems: List[str] = []
     status = ExitStatus.OK
     for node, dumps in inputs.nodes.items():
@@ -59,23 +108,17 @@ def _build_map(inputs: Inputs, only: Optional[str], namespace: Optional[str]) ->
             problems.append(f"node {node}: {inputs.errors[node]}")
             status = ExitStatus.PARTIAL
             continue
-        try:
-            plane = read_node(dumps, node, kind, only, cluster)
-        except DumpParseError as e:
-            planes.append(NodeDataPlane(NodeInfo(node, kind, error=e.one_line())))
-            problems.append(f"node {node}: {e.one_line()}")
-            status = ExitStatus.INPUT
-            continue
-        errors = [f for f in plane.findings if f.severity == ERROR]
-        if errors:
-            # Read what could be read; the dump itself is damaged, which the exit status says.
-            plane = replace(plane, info=replace(plane.info, error=errors[0].message))
-            problems.extend(f"node {node}: {f.message}" for f in errors)
-            status = ExitStatus.INPUT
-        planes.append(plane)
-    from kubectl_svcnet.proxymode import ProxyInputs
-
-    smap = analyze(planes, cluster, only=only, namespace=namespace, proxy=ProxyInputs(inputs.objects, inputs.nodes))
+        done = inputs.resolved.get(node)
+        if done is None:
+            done = _resolve_node(dumps, node, kind, only, cluster)
+        elif done.only != only:
+            raise ValueError(f"node {node} was resolved for {done.only!r}, not {only!r}")
+        planes.append(done.plane)
+        scans[node] = done.scan
+        problems.extend(done.problems)
+        if done.status != ExitStatus.OK:
+            status = done.status
+    smap = analyze(planes, cluster, only=only, namespace=namespace, proxy=ProxyInputs(inputs.objects, {}, scans))
     if only is not None and not smap.services:
         ns, _, name = only.partition("/")
         raise NotFoundError(
@@ -149,6 +192,8 @@ def write_snapshot(inputs: Inputs, directory: str) -> int:
     import json
     from pathlib import Path
 
+    if inputs.resolved:  # a live run that resolved its nodes as they came kept no dump text to write
+        raise ValueError("write_snapshot needs the dumps' text: read the nodes without resolving them")
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     from kubectl_svcnet.objects import flatten

@@ -94,8 +94,9 @@ def _live_options(o: dict, namespace: Optional[str], all_namespaces: bool):
 
 
 def _read_inputs(o: dict, namespace: Optional[str] = None, all_namespaces: bool = False,
-                 service: Optional[str] = None):  # fmt: skip
-    """The run's inputs and the namespace it is about: files, a snapshot, or the live cluster."""
+                 service: Optional[str] = None, resolve: bool = True):  # fmt: skip
+    """The run's inputs and the namespace it is about: files, a snapshot, or the live cluster. Live,
+    each node is resolved as it arrives and its dumps' text dropped, unless not `resolve` (snapshot)."""
     from kubectl_svcnet.collect import files
 
     if o["from_file"] and o["snapshot"]:
@@ -106,7 +107,7 @@ def _read_inputs(o: dict, namespace: Optional[str] = None, all_namespaces: bool 
         return files.read_from_files(list(o["from_file"])), namespace
     from kubectl_svcnet.collect.live import read_live
 
-    return read_live(_live_options(o, namespace, all_namespaces), service, progress=sys.stderr)
+    return read_live(_live_options(o, namespace, all_namespaces), service, progress=sys.stderr, resolve=resolve)
 
 
 def _warn(inputs) -> None:
@@ -231,7 +232,7 @@ def snapshot(directory, namespace, **o) -> None:
 
     if o["from_file"] or o["snapshot"]:
         raise UsageError("snapshot reads a live cluster: drop --from-file/--snapshot")
-    inputs, _ = _read_inputs(dict(o, healthz=True), namespace, all_namespaces=namespace is None)
+    inputs, _ = _read_inputs(dict(o, healthz=True), namespace, all_namespaces=namespace is None, resolve=False)
     add_range_objects(inputs, _live_options(o, namespace, False))  # so `ranges --snapshot` answers as live
     _warn(inputs)
     written = write_snapshot(inputs, directory)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 from kubectl_svcnet.model import ERROR, INFO, WARNING, Finding, NodeDataPlane
 
@@ -330,19 +330,55 @@ def _selects(ds: Dict[str, Any], labels: Mapping[str, str]) -> Tuple[bool, str]:
 # Per node
 
 
+@dataclass(frozen=True)
+class NodeScan:
+    """What the diagnosis reads of one node's dumps, given the node's plane: taken while their text is
+    at hand, so a live run can keep this and drop the text as each node arrives (`scan_node`)."""
+
+    has_dumps: bool  # False: unreachable, or no dumps (nothing to say about its proxy)
+    markers: FrozenSet[str] = frozenset()  # scan_dump of every dump; only taken when the plane holds no Service
+    other_modes: FrozenSet[str] = frozenset()  # kube-proxy modes whose rules sit in dumps of another format
+
+
+def scan_node(plane: NodeDataPlane, dumps: Sequence[Tuple[str, str]]) -> NodeScan:
+    """Scan one node's (text, source) dumps for what `diagnose` asks of them: every dump's markers when
+    the plane holds no Service, and the other modes' rules in the dumps its own mode is not read from.
+    Each dump is scanned at most once, and only where the answer needs it."""
+    from kubectl_svcnet.dataplane import detect_format
+
+    if not dumps:
+        return NodeScan(False)
+    found: Dict[int, Set[str]] = {}
+
+    def scan(i: int) -> Set[str]:
+        if i not in found:
+            found[i] = scan_dump(dumps[i][0])
+        return found[i]
+
+    markers: Set[str] = set()
+    if not plane.services:
+        for i in range(len(dumps)):
+            markers |= scan(i)
+    mode = plane.info.proxy_mode
+    others: Set[str] = set()
+    if mode in KUBE_PROXY_MODES:
+        own = _plane_format(mode)
+        for i, (text, _) in enumerate(dumps):
+            if detect_format(text) in own:  # (IPVS mode's iptables dumps are scanned: KUBE-SVC chains there are stale)
+                continue
+            others |= scan(i) & set(KUBE_PROXY_MODES)
+        others.discard(mode)
+    return NodeScan(True, frozenset(markers), frozenset(others))
+
+
 @dataclass
 class ProxyInputs:
-    """What the diagnosis reads besides the data planes: the run's objects and every node's dumps."""
+    """What the diagnosis reads besides the data planes: the run's objects, and per node its dumps'
+    text or, when that was dropped already (a live run), what `scan_node` took from them."""
 
     objects: Sequence[Dict[str, Any]]
     dumps: Mapping[str, Sequence[Tuple[str, str]]]
-
-
-def _markers(dumps: Sequence[Tuple[str, str]]) -> Set[str]:
-    found: Set[str] = set()
-    for text, _ in dumps:
-        found |= scan_dump(text)
-    return found
+    scans: Mapping[str, NodeScan] = field(default_factory=dict)  # node -> its scan; wins over `dumps`
 
 
 def _plane_format(mode: str) -> Tuple[str, ...]:
@@ -354,21 +390,19 @@ def _plane_format(mode: str) -> Tuple[str, ...]:
 def diagnose(planes: Sequence[NodeDataPlane], inputs: ProxyInputs) -> Tuple[List[NodeDataPlane], List[Finding]]:
     """The planes with ``proxy_mode`` "none" where a node has none of kube-proxy's rules, and the
     node-level findings that say why, and where the configured mode and the rules disagree."""
-    from kubectl_svcnet.dataplane import detect_format
-
     facts = cluster_proxy(inputs.objects) if inputs.objects else ClusterProxy()
     out_planes: List[NodeDataPlane] = []
     findings: List[Finding] = []
     for plane in planes:
         node = plane.info.name
-        dumps = list(inputs.dumps.get(node) or ())
-        if not dumps:  # unreachable, or no dumps: nothing to say about its proxy
+        scan = inputs.scans.get(node) or scan_node(plane, list(inputs.dumps.get(node) or ()))
+        if not scan.has_dumps:  # unreachable, or no dumps: nothing to say about its proxy
             out_planes.append(plane)
             continue
         mode = plane.info.proxy_mode
         windows = facts.node_labels.get(node, {}).get("kubernetes.io/os") == "windows"
         if not plane.services:
-            markers = _markers(dumps)
+            markers = set(scan.markers)
             if not (markers & {"kube-proxy", "ipvs-services"}):
                 out_planes.append(replace(plane, info=replace(plane.info, proxy_mode=MODE_NONE)))
                 findings.append(_why_none(node, markers, facts))
@@ -380,15 +414,8 @@ def diagnose(planes: Sequence[NodeDataPlane], inputs: ProxyInputs) -> Tuple[List
         out_planes.append(plane)
         if mode not in KUBE_PROXY_MODES or windows:
             continue
-        # Rules of another mode than the one read: scan only the other formats' dumps.
-        own = _plane_format(mode)
-        others: Set[str] = set()
-        for text, _ in dumps:
-            fmt = detect_format(text)
-            if fmt in own:  # (IPVS mode's iptables dumps are scanned: KUBE-SVC chains there are stale)
-                continue
-            others |= scan_dump(text) & set(KUBE_PROXY_MODES)
-        others.discard(mode)
+        # Rules of another mode than the one read (scan_node looked only at the other formats' dumps).
+        others = set(scan.other_modes)
         if facts.configured_mode and facts.configured_mode != mode:
             findings.append(Finding(
                 WARNING, "proxy-mode-mismatch",

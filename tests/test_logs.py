@@ -148,7 +148,7 @@ def test_cli_live_trace_with_logs(emu, tmp_path, monkeypatch):
     from kubectl_svcnet import cli
     from kubectl_svcnet.collect import live
 
-    def read_live(opts, service=None, progress=None):
+    def read_live(opts, service=None, progress=None, resolve=False):
         with api.connect(kubeconfig=opts.kubeconfig) as s:
             objects, warnings = api.read_cluster(s, opts.namespace or s.namespace, service=service, proxy=True)
         inputs = files.read_snapshot(str(SEED))

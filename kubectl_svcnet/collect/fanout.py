@@ -6,9 +6,15 @@
         r.value (NodeDumps) if r.ok else r.error (NodeAccessError)
 
 Threads (paramiko is blocking). Workers are daemon threads fed from a queue; the calling thread
-waits for their answers, calls `progress` (always from the calling thread), and stops waiting at the
-overall deadline: a node without an answer by then gets an error, its runner is closed (which ends
-its blocked I/O), and nothing waits for it. One node's error, hang or crash never touches another's.
+waits for their answers, calls `handle` and `progress` on each as it arrives (always from the calling
+thread), and stops waiting at the overall deadline: a node without an answer by then gets an error, its
+runner is closed (which ends its blocked I/O), and nothing waits for it. One node's error, hang or crash
+never touches another's.
+
+`handle` is where a live `map` resolves each node while the others are still being read: in the calling
+thread, one node at a time. Resolving is CPU work under the GIL, so threads would not run two at once
+anyway, and two at once would each hold a dump and its parse; in one thread the cyclic GC can be turned
+off around it (app.no_cyclic_gc; gc.disable is process-wide) without another thread turning it back on.
 """
 
 from __future__ import annotations
@@ -94,10 +100,18 @@ def run_all(
     timeout: Optional[float] = DEFAULT_TIMEOUT,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[Callable[[str], None]] = None,
-) -> Dict[str, NodeResult[T]]:
+    handle: Optional[Callable[[NodeResult[T]], NodeResult[Any]]] = None,
+) -> Dict[str, NodeResult[Any]]:
     """`work(node)` for every node, at most `parallel` at a time, all within `timeout` seconds.
     Returns one NodeResult per node, in the order given. `cancel(node)` is called for every node still
-    running at the deadline (to close its connection)."""
+    running at the deadline (to close its connection).
+
+    `handle(result)`, in the calling thread, takes each result as it arrives and returns what is kept
+    instead (a live map resolves the node's dumps there and drops their text). The other nodes' reads go
+    on meanwhile (their waits on the network release the GIL); its time is not counted against
+    `timeout`, which bounds the wait for nodes, not the client's own work; and a node is started only
+    while fewer than `parallel` are started and not yet handled, so answers never pile up beyond
+    `parallel` whatever the node count."""
     names: List[str] = list(dict.fromkeys(nodes))
     results: Dict[str, NodeResult[T]] = {}
     if not names:
@@ -109,18 +123,22 @@ def run_all(
     done: queue.Queue = queue.Queue()
     started: Dict[str, float] = {}
     stop = threading.Event()
+    slots = threading.Semaphore(parallel)  # nodes started and not yet handled
 
     def worker() -> None:
         while not stop.is_set():
+            if not slots.acquire(timeout=1.0):  # (the stop check: rarely, not to take the GIL from the handler)
+                continue
             try:
                 node = todo.get_nowait()
             except queue.Empty:
+                slots.release()
                 return
             t0 = time.monotonic()
             started[node] = t0
             try:
-                value = work(node)
-                done.put(NodeResult(node, value=value, seconds=time.monotonic() - t0))
+                # (no local keeps the value: an idle worker must not pin the last node's dumps)
+                done.put(NodeResult(node, value=work(node), seconds=time.monotonic() - t0))
             except BaseException as e:  # noqa: BLE001 - every failure becomes this node's error
                 done.put(NodeResult(node, error=_as_error(e, node), seconds=time.monotonic() - t0))
 
@@ -138,7 +156,13 @@ def run_all(
                 r = done.get(timeout=left if left is not None else 1.0)
             except queue.Empty:
                 continue
+            if handle is not None:
+                t0 = time.monotonic()
+                r = handle(r)
+                if deadline is not None:
+                    deadline += time.monotonic() - t0
             results[r.node] = r
+            slots.release()
             failed += 0 if r.ok else 1
             if progress is not None:
                 progress(Progress(len(results), len(names), failed, r.node, r.ok, r.seconds))
@@ -188,9 +212,11 @@ def collect_nodes(
     timeout: Optional[float] = DEFAULT_TIMEOUT,
     progress: Optional[ProgressFn] = None,
     collect: Optional[Callable[[Runner, str], Any]] = None,
+    handle: Optional[Callable[[NodeResult[Any]], NodeResult[Any]]] = None,
 ) -> Dict[str, NodeResult[Any]]:
     """`nodecmds.collect_node` on every node (name -> address), each through its own runner, which
-    is always closed. Returns name -> NodeResult(value=NodeDumps | error=NodeAccessError)."""
+    is always closed. Returns name -> NodeResult(value=NodeDumps | error=NodeAccessError), each as
+    `handle` (run_all) turned it, when given."""
     if collect is None:
         from kubectl_svcnet.collect.nodecmds import collect_node as collect
     runners: Dict[str, Runner] = {}
@@ -211,4 +237,5 @@ def collect_nodes(
         if runner is not None:
             runner.close()
 
-    return run_all(list(nodes), work, parallel=parallel, timeout=timeout, progress=progress, cancel=cancel)
+    return run_all(list(nodes), work, parallel=parallel, timeout=timeout, progress=progress, cancel=cancel,
+                   handle=handle)  # fmt: skip

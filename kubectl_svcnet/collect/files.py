@@ -38,6 +38,11 @@ class Inputs:
     node_info: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     # node -> kube-proxy's log text (a snapshot's nodes/<node>/*.log, or read live by `trace --logs`).
     logs: Dict[str, str] = field(default_factory=dict)
+    # node -> app.ResolvedNode: its dumps resolved already, their text dropped (its `nodes` entry is then
+    # []). A live `map`/`trace`/`nodes` resolves each node as its dumps arrive, so what it holds grows with
+    # the resolved planes, not with every node's dump text; build_map takes these as they are.
+    resolved: Dict[str, Any] = field(default_factory=dict)
+    cluster: Any = None  # model.Cluster of `objects` when built already (a live run, before its fan-out)
 
 
 def _read_text(path: Path) -> str:

@@ -96,9 +96,10 @@ def select_nodes(objects: List[Dict[str, Any]], opts: LiveOptions) -> Tuple[Dict
 
 
 def read_live(
-    opts: LiveOptions, service: Optional[str] = None, progress: Optional[IO[str]] = None
+    opts: LiveOptions, service: Optional[str] = None, progress: Optional[IO[str]] = None, resolve: bool = False
 ) -> Tuple[Inputs, str]:
-    """Read the API, then the selected nodes over SSH. Returns (inputs, the namespace used)."""
+    """Read the API, then the selected nodes over SSH. Returns (inputs, the namespace used). With
+    `resolve` (map, trace, nodes), each node is resolved as its dumps arrive (see collect_ssh)."""
     from kubectl_svcnet.collect import api
 
     with api.connect(
@@ -118,26 +119,50 @@ def read_live(
     if service and opts.only is None:
         opts = replace(opts, only=f"{namespace or 'default'}/{service}")
     if addresses:
-        collect_ssh(inputs, addresses, opts, progress)
+        collect_ssh(inputs, addresses, opts, progress, resolve=resolve)
     return inputs, namespace
 
 
-def collect_ssh(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]]) -> None:
-    from kubectl_svcnet.collect.fanout import collect_nodes, terminal_progress
+def collect_ssh(
+    inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]], resolve: bool = False
+) -> None:
+    """Every node's dumps into `inputs`, through SSH or debug pods. With `resolve`, each node's dumps
+    are resolved (app.resolve_node, for `opts.only`) in this thread as they arrive, while the fan-out
+    goes on, and only the result is kept (`inputs.resolved`), not the text: what the run holds is
+    bounded by the resolved planes and `opts.parallel` nodes' answers, not by every node's dumps.
+    `snapshot` does not resolve: it writes the text."""
+    from kubectl_svcnet.collect.fanout import NodeResult, collect_nodes, terminal_progress
     from kubectl_svcnet.collect.nodecmds import collect_node
     from kubectl_svcnet.collect.ssh import SSHOptions, SSHRunnerFactory
 
     def collect(runner: Any, name: str) -> Any:
         return collect_node(runner, name, healthz=opts.healthz, only=opts.only)
 
+    handle = None
+    if resolve:
+        from kubectl_svcnet.app import resolve_node
+
+        if inputs.cluster is None and inputs.objects:
+            from kubectl_svcnet.objects import build_cluster
+
+            inputs.cluster = build_cluster(inputs.objects)
+
+        def handle(r: NodeResult) -> NodeResult:
+            if r.ok:
+                d = r.value
+                inputs.resolved[r.node] = resolve_node(d.dumps, r.node, opts.via, opts.only, inputs.cluster)
+                r = replace(r, value=replace(d, dumps=[], extra=[]))  # the text goes now
+            return r
+
     if opts.via == "pod":
-        results = _collect_via_pods(inputs, addresses, opts, progress, collect)
+        results = _collect_via_pods(inputs, addresses, opts, progress, collect, handle)
     else:
         factory = SSHRunnerFactory(SSHOptions(**opts.ssh))
         try:
             results = collect_nodes(
                 addresses, factory, parallel=opts.parallel, timeout=opts.node_timeout,
                 progress=terminal_progress(progress) if progress is not None else None, collect=collect,
+                handle=handle,
             )  # fmt: skip
         finally:
             factory.close()
@@ -161,7 +186,7 @@ def collect_ssh(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, pr
 
 
 def _collect_via_pods(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]],
-                      collect: Any) -> Dict[str, Any]:  # fmt: skip
+                      collect: Any, handle: Any = None) -> Dict[str, Any]:  # fmt: skip
     """Every node through a debug pod (collect/debugpod.py), in the namespace of --pod-namespace, else
     the kubeconfig context's (as `kubectl debug node` does; -n names the Services, not where a privileged
     pod may run, so it is not used). SIGTERM cleans up like Ctrl-C while pods may exist; pods that could
@@ -178,6 +203,7 @@ def _collect_via_pods(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptio
             return collect_nodes(
                 addresses, factory, parallel=opts.parallel, timeout=opts.node_timeout,
                 progress=terminal_progress(progress) if progress is not None else None, collect=collect,
+                handle=handle,
             )  # fmt: skip
         finally:
             with interrupts_held():  # every pod is deleted, whatever arrives meanwhile

@@ -533,7 +533,7 @@ def _readable(text: str) -> bool:
     collection: what it cannot read yet is kept apart in NodeDumps.extra)."""
     from kubectl_svcnet.dataplane import detect_format
 
-    return bool(text.strip()) and detect_format(text) is not None
+    return bool(text) and not text.isspace() and detect_format(text) is not None  # (strip() would copy the dump)
 
 
 def _nft_table(s: _Session, cmd: Sequence[str], timeout: float) -> Optional[str]:

@@ -722,7 +722,9 @@ class ClusterLab(Owner):
                 shutil.copy2(self.tmp / "bin" / "sudo", bin_dir / "sudo")
                 real = shutil.which("iptables-nft-save") or "/usr/sbin/iptables-nft-save"
                 shim = bin_dir / "iptables-nft-save"
-                shim.write_text(f'#!/bin/sh\n[ -e {node.dir / "replay"} ] && exec cat {saved}\nexec {real} "$@"\n')
+                flag = node.dir / "replay"  # its content: seconds to wait first (a node busy on its own CPU)
+                shim.write_text(f'#!/bin/sh\nif [ -e {flag} ]; then\n  read -r wait < {flag} && sleep "$wait"\n'
+                                f'  exec cat {saved}\nfi\nexec {real} "$@"\n')  # fmt: skip
                 shim.chmod(0o755)
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -739,12 +741,14 @@ class ClusterLab(Owner):
     def extra_node_names(self) -> List[str]:
         return [n for n in self.nodes if n.startswith("extra")]
 
-    def replay_saves(self, on: bool) -> None:
-        """Extra nodes' iptables-nft-save: the copy taken at build time (on) or the kernel's (off)."""
+    def replay_saves(self, on: bool, wait: float = 0.0) -> None:
+        """Extra nodes' iptables-nft-save: the copy taken at build time (on) or the kernel's (off). With
+        `wait`, the copy comes after that many seconds of sleep: a node that takes its time, as the real
+        save does, but on CPUs of its own (the kernel's save runs on this machine's shared ones)."""
         for name in self.extra_node_names():
             flag = self.nodes[name].dir / "replay"
             if on:
-                flag.write_text("")
+                flag.write_text(f"{wait:g}\n")
             elif flag.exists():
                 flag.unlink()
 

@@ -225,7 +225,7 @@ def parse_rule(line: int, chain: str, text: str) -> Rule:
     m = _FAST.match(text)
     if m is not None:
         neg, src, dst, proto, comment, dport, prob, target, to_dest = m.groups()
-        if neg is None or src is not None:
+        if (neg is None or src is not None) and (src or "0")[0] != "-" and (dst or "0")[0] != "-":
             # Interned: a target or comment names one chain or service port for many rules.
             return Rule(
                 line, chain, text, src, neg is not None, dst, None if dst is None else _host(dst), proto,
@@ -278,9 +278,9 @@ def parse_rule_general(line: int, chain: str, text: str) -> Rule:
         if val is None and a not in _IGNORED_FLAGS and a not in ("--rcheck", "--set"):
             raise ValueError(f"option {a} without a value")
         if a in ("-s", "--source"):
-            r.src, r.src_neg = val, neg
+            r.src, r.src_neg = _address(a, val), neg
         elif a in ("-d", "--destination"):
-            r.dst, r.dst_neg = val, neg
+            r.dst, r.dst_neg = _address(a, val), neg
         elif a in ("-p", "--protocol"):
             r.proto = val.lower()
         elif a in ("-i", "--in-interface"):
@@ -341,6 +341,13 @@ def parse_rule_general(line: int, chain: str, text: str) -> Rule:
         if host is not None:
             r.dst_host = host
     return r
+
+
+def _address(option: str, value: str) -> str:
+    """An -s/-d value: an address or network, never an option iptables-save would have printed next."""
+    if not value or value[0] == "-":
+        raise ValueError(f"{option} {value!r} is not an address")
+    return value
 
 
 @lru_cache(maxsize=65536)
@@ -657,6 +664,20 @@ def _parse_lines(
     chains: Chains = Chains(dump, text, 0, True)
     raws: Dict[str, _Raw] = {}
     problems = dump._parse_findings
+
+    def append_rule(chain: str, lineno: int, offset: Optional[int], spec: Optional[str]) -> None:
+        raw = raws.get(chain)
+        if raw is None:
+            if chain not in BUILTIN_CHAINS:
+                msg = f"rule appended to undeclared chain {chain} ({source}:{lineno})"
+                problems.append((lineno, Finding("error", "undeclared-chain", msg)))
+            raw = chains.declare(chain)
+        raw.lines.append(lineno)
+        if raw.texts is None:
+            raw.offsets.append(offset)  # type: ignore[union-attr,arg-type]
+        else:
+            raw.texts.append(spec or "")
+
     for lineno, pos, line in numbered:
         if line[-1:] == "\r":
             line = line.rstrip("\r")
@@ -670,14 +691,7 @@ def _parse_lines(
                 chain, start = intern(line[3:]), pos + len(line)
             else:
                 chain, start = intern(line[3:sp]), pos + sp + 1
-            raw = raws.get(chain)
-            if raw is None:
-                if chain not in BUILTIN_CHAINS:
-                    msg = f"rule appended to undeclared chain {chain} ({source}:{lineno})"
-                    problems.append((lineno, Finding("error", "undeclared-chain", msg)))
-                raw = chains.declare(chain)
-            raw.lines.append(lineno)
-            raw.offsets.append(start)  # type: ignore[union-attr]
+            append_rule(chain, lineno, start, None)
             saw_anything = True
             continue
         if c == "-":
@@ -688,17 +702,7 @@ def _parse_lines(
             chain = intern(parts[1]) if len(parts) > 1 else ""  # one string per chain, however many rules
             spec = parts[2] if len(parts) > 2 else ""
             if op == "-A" or op == "--append":
-                raw = raws.get(chain)
-                if raw is None:
-                    if chain not in BUILTIN_CHAINS:
-                        msg = f"rule appended to undeclared chain {chain} ({source}:{lineno})"
-                        problems.append((lineno, Finding("error", "undeclared-chain", msg)))
-                    raw = chains.declare(chain)
-                raw.lines.append(lineno)
-                if raw.texts is None:
-                    raw.offsets.append(pos + len(line) - len(spec))  # type: ignore[union-attr,operator]
-                else:
-                    raw.texts.append(spec)
+                append_rule(chain, lineno, None if pos is None else pos + len(line) - len(spec), spec)
             elif op in ("-X", "--delete-chain"):
                 chains.pop(chain, None)
             elif op in ("-F", "--flush"):
@@ -921,7 +925,13 @@ class Walker:
         x = r.x
         if r.src is not None:
             self._cls_used[-1] = True  # the outcome now depends on who the client is
-            if self.src_matches(r.src, pkt.cls) == r.src_neg:
+            try:
+                if self.src_matches(r.src, pkt.cls) == r.src_neg:
+                    return False
+            except ValueError:  # not an address iptables could hold: cannot evaluate, say so
+                if r.unknown is None:
+                    r.extra().unknown = f"-s {r.src}"
+                self.unknown.setdefault(r.line, r)
                 return False
         if x is not None:
             return self._matches_extra(r, x, pkt)
@@ -1276,18 +1286,19 @@ def marks_matter_in_nat(dump: IptablesDump) -> bool:
         return False
     entries = ("PREROUTING", "OUTPUT", "KUBE-SERVICES")
     if dump.lazy and isinstance(nat.chains, Chains):
-        # Without reading every rule: from the chains whose text tests a mark, look for a way back
-        # to an entry chain through the texts of jumps. A superset (a needle in a comment counts),
-        # so it may answer True where reading would not: then the exact walk runs, never a wrong one.
-        todo = list(nat.chains.chains_with(" --mark"))
+        # Without reading every rule: the text names the few chains that may test a mark and those that
+        # may jump to them (a superset: a needle in a comment counts); reading just those decides, the
+        # same way as below, backwards from the marks to an entry chain.
+        chains = nat.chains
+        todo = [c for c in chains.chains_with(" --mark") if any(r.x and r.x.mark is not None for r in chains[c])]
         seen = set(todo)
         while todo:
             c = todo.pop()
             if c in entries:
                 return True
             for verb in ("-j", "-g", "--jump", "--goto"):
-                for parent in nat.chains.chains_with(f"{verb} {c}"):
-                    if parent not in seen:
+                for parent in chains.chains_with(f"{verb} {c}"):
+                    if parent not in seen and any(r.target == c for r in chains[parent]):
                         seen.add(parent)
                         todo.append(parent)
         return False

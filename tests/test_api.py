@@ -20,26 +20,16 @@ import yaml
 from kubectl_svcnet.collect import api, files
 from kubectl_svcnet.errors import ApiError, InputError, SvcnetError, UsageError
 from kubectl_svcnet.objects import build_cluster
-from tests.apiemu import EXPIRED_CONTINUE, ApiEmulator, endpoints_from_slices
+from tests.apiemu import EXPIRED_CONTINUE, ApiEmulator, endpoints_from_slices, isolate_client_env
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed-cluster"
-PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
-    """No proxy (traffic stays on 127.0.0.1), no real kubeconfig, no in-cluster environment."""
-    for var in PROXY_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
-    monkeypatch.delenv("POD_NAMESPACE", raising=False)
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
+    isolate_client_env(monkeypatch, home)
 
 
 def seed_objects():

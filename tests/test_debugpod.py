@@ -35,7 +35,7 @@ from kubectl_svcnet.collect.fanout import collect_nodes
 from kubectl_svcnet.collect.live import LiveOptions, read_live
 from kubectl_svcnet.collect.runner import CommandFailed
 from kubectl_svcnet.errors import ApiError, NodeAccessError
-from tests.apiemu import ApiEmulator
+from tests.apiemu import ApiEmulator, isolate_client_env
 from tests.apiemu.admission import pod_security
 from tests.apiemu.kubelet import exec_status
 
@@ -49,12 +49,7 @@ BASELINE = {"pod-security.kubernetes.io/enforce": "baseline"}
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
-    """No proxy (traffic stays on 127.0.0.1), no real kubeconfig."""
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "KUBECONFIG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("HOME", str(tmp_path))
+    isolate_client_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from kubectl_svcnet.collect import api, files
 from kubectl_svcnet.collect.live import LiveOptions, read_kube_proxy_logs
 from kubectl_svcnet.errors import ApiError
 from kubectl_svcnet.proxymode import filter_log, log_line_kind
-from tests.apiemu import ApiEmulator
+from tests.apiemu import ApiEmulator, isolate_client_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-cluster"
@@ -73,12 +73,7 @@ def test_filter_keeps_the_service_and_failed_syncs_and_drops_the_rest():
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "KUBECONFIG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    isolate_client_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from kubectl_svcnet import proxymode
 from kubectl_svcnet.app import build_map
 from kubectl_svcnet.collect import api, files
 from kubectl_svcnet.model import NodeDataPlane, NodeInfo
-from tests.apiemu import ApiEmulator
+from tests.apiemu import ApiEmulator, isolate_client_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-cluster"
@@ -450,12 +450,7 @@ def test_other_modes_rules_left_behind():
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "KUBECONFIG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    isolate_client_env(monkeypatch, tmp_path)
 
 
 def test_live_reads_daemonsets_and_configmaps(tmp_path):

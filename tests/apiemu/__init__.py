@@ -4,7 +4,22 @@ kubeconfig). Never part of the package: kubectl_svcnet must not import it. See s
 from tests.apiemu.server import ApiEmulator, Fault, Request, Rule
 from tests.apiemu.status import EXPIRED_CONTINUE
 
-__all__ = ["ApiEmulator", "EXPIRED_CONTINUE", "Fault", "Request", "Rule", "endpoints_from_slices"]
+__all__ = ["ApiEmulator", "EXPIRED_CONTINUE", "Fault", "Request", "Rule", "endpoints_from_slices", "isolate_client_env"]
+
+# What would send the kubernetes client elsewhere than the emulator: proxies, a real kubeconfig, the
+# in-cluster environment of a pod.
+CLIENT_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "KUBECONFIG",
+              "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAMESPACE")  # fmt: skip
+
+
+def isolate_client_env(monkeypatch, home) -> None:
+    """A test's client talks to the emulator only: no proxy (traffic stays on 127.0.0.1), no real
+    kubeconfig, no in-cluster environment, and `home` (a directory) as HOME."""
+    for var in CLIENT_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("HOME", str(home))
 
 
 def endpoints_from_slices(slices):

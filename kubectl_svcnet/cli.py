@@ -115,15 +115,20 @@ def _warn(inputs) -> None:
         click.echo(f"warning: {w}", err=True)
 
 
+def _finish(problems: List[str], status: ExitStatus) -> None:
+    """After the answer is out: each problem one stderr line, and the run's exit status."""
+    sys.stdout.flush()
+    for line in problems:
+        click.echo(f"error: {line}", err=True)
+    if status != ExitStatus.OK:
+        raise SystemExit(int(status))
+
+
 def _emit(result, output: str, no_headers: bool, paths: bool = False) -> None:
     from kubectl_svcnet.render import render
 
     render(result.service_map, sys.stdout, output, no_headers, err=sys.stderr, paths=paths)
-    sys.stdout.flush()
-    for line in result.problems:
-        click.echo(f"error: {line}", err=True)
-    if result.status != ExitStatus.OK:
-        raise SystemExit(int(result.status))
+    _finish(result.problems, result.status)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -195,11 +200,7 @@ def trace(name, namespace, logs, log_lines, **o) -> None:
             click.echo(f"warning: {w}", err=True)
     kept = {n: filter_log(inputs.logs[n], service, log_lines) for n in names if n in inputs.logs}
     render_logs(result.service_map, kept, sys.stdout, o["output"], o["no_headers"], err=sys.stderr)
-    sys.stdout.flush()
-    for line in result.problems:
-        click.echo(f"error: {line}", err=True)
-    if result.status != ExitStatus.OK:
-        raise SystemExit(int(result.status))
+    _finish(result.problems, result.status)
 
 
 @svcnet.command()
@@ -214,11 +215,7 @@ def nodes(**o) -> None:
     result = build_map(inputs)
     rows = node_rows(result.service_map, inputs.objects, inputs.node_info)
     render_nodes(rows, sys.stdout, o["output"], o["no_headers"])
-    sys.stdout.flush()
-    for line in result.problems:
-        click.echo(f"error: {line}", err=True)
-    if result.status != ExitStatus.OK:
-        raise SystemExit(int(result.status))
+    _finish(result.problems, result.status)
 
 
 @svcnet.command()
@@ -238,10 +235,7 @@ def snapshot(directory, namespace, **o) -> None:
     written = write_snapshot(inputs, directory)
     click.echo(f"wrote {written} files to {directory}", err=True)
     failed = [f"node {n}: {why}" for n, why in sorted(inputs.errors.items())]
-    for line in failed:
-        click.echo(f"error: {line}", err=True)
-    if failed:
-        raise SystemExit(int(ExitStatus.PARTIAL))
+    _finish(failed, ExitStatus.PARTIAL if failed else ExitStatus.OK)
 
 
 @svcnet.command("ranges")
@@ -269,11 +263,7 @@ def ranges_cmd(**o) -> None:
             click.echo(f"warning: {w}", err=True)
         result = compute_ranges(objects, answers)
     render_ranges(result, sys.stdout, output, no_headers, err=sys.stderr)
-    sys.stdout.flush()
-    for line in result.problems:
-        click.echo(f"error: {line}", err=True)
-    if result.status != ExitStatus.OK:
-        raise SystemExit(int(result.status))
+    _finish(result.problems, result.status)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

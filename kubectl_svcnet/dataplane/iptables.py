@@ -484,44 +484,32 @@ class Chains(dict):
 
     def chains_with(self, needle: str) -> set:
         """Names of the chains with a rule whose text holds `needle` followed by a space or its end
-        (a superset: the needle may sit in a comment), found in the text without reading rules."""
+        (a superset: the needle may sit in a comment), found in the dump's text without reading rules.
+        Only for rules kept as offsets into that text (every lazy dump's)."""
+        if not self._by_offset:
+            raise ValueError("chains_with reads rules kept as offsets into the dump's text")
         out = set()
-        for name, raw in self.raw.items():
-            if raw.texts is not None:
-                if any(_holds(t, needle) for t in raw.texts):
+        text, find = self._text, self._text.find
+        pos = 0
+        while True:
+            i = find(needle, pos)
+            if i < 0:
+                break
+            pos = i + len(needle)
+            if text[pos : pos + 1] not in (" ", "\n", "\r", ""):
+                continue
+            start = text.rfind("\n", 0, i) + 1
+            if text.startswith("-A ", start):
+                name = text[start + 3 : text.find(" ", start + 3)]
+                raw = self.raw.get(name)
+                if raw is not None and raw.offsets is not None and start + 4 + len(name) in raw.offsets:
                     out.add(name)
-        if self._by_offset:
-            text, find = self._text, self._text.find
-            pos = 0
-            while True:
-                i = find(needle, pos)
-                if i < 0:
-                    break
-                pos = i + len(needle)
-                if text[pos : pos + 1] not in (" ", "\n", "\r", ""):
-                    continue
-                start = text.rfind("\n", 0, i) + 1
-                if text.startswith("-A ", start):
-                    name = text[start + 3 : text.find(" ", start + 3)]
-                    raw = self.raw.get(name)
-                    if raw is not None and raw.offsets is not None and start + 4 + len(name) in raw.offsets:
-                        out.add(name)
         return out
 
 
 def chain_size(chains: Dict[str, List[Rule]], name: str) -> int:
     """How many rules a chain holds, without reading a lazy dump's rules."""
     return chains.size(name) if isinstance(chains, Chains) else len(chains.get(name) or ())
-
-
-def _holds(text: str, needle: str) -> bool:
-    i = text.find(needle)
-    while i >= 0:
-        after = text[i + len(needle) : i + len(needle) + 1]
-        if after in (" ", ""):
-            return True
-        i = text.find(needle, i + 1)
-    return False
 
 
 @dataclass
@@ -855,11 +843,7 @@ class Walker:
         # consulted is tracked as it happens, so a chain that never looks at the source is walked
         # once for every class.
         self.fast = fast
-        self.memo: Dict[tuple, object] = {}
-        # Walks that depend on the destination serve one frontend only: kept apart, and dropped by
-        # `forget_frontend` once that frontend is resolved, so a 10,000-service map does not hold
-        # every frontend's composed outcomes to the end.
-        self.memo_dst: Dict[tuple, object] = {}
+        self.memo: Dict[tuple, object] = {}  # dropped after each service port: see forget_service
         self.visited: set = set()
         self.unknown: Dict[int, Rule] = {}
         self.loops: List[str] = []
@@ -992,7 +976,6 @@ class Walker:
             if r.target is not None and r.target in chains and r.target != chain:
                 found |= self.deps(table, r.target, stack + (k,))
         d = frozenset(found)
-        d = _SHARED.setdefault(d, d)  # a handful of distinct sets for 100,000s of chains
         self._deps[k] = d
         return d
 
@@ -1009,17 +992,12 @@ class Walker:
             pkt.cls if "cls" in d or ("range" in d and pkt.cls.startswith(RANGE_PREFIX)) else None,
             pkt.marks if "marks" in d else None,
         )
-        memo = self.memo if key[2] is None else self.memo_dst
-        hit = memo.get(key)
+        hit = self.memo.get(key)
         if hit is not None:
             return hit  # type: ignore[return-value]
         out = self._walk_chain(table, chain, pkt, depth)
-        memo[key] = out
+        self.memo[key] = out
         return out
-
-    def forget_frontend(self) -> None:
-        """Drop the memoised walks that depend on the destination (see memo_dst)."""
-        self.memo_dst.clear()
 
     def forget_service(self) -> None:
         """Drop every memoised walk: a service port's chains (KUBE-SVC-, KUBE-SEP-, ...) are reached
@@ -1027,7 +1005,6 @@ class Walker:
         shared chain such as KUBE-MARK-MASQ is walked again, cheaply). Keeps a big map's memory to
         what one service port needs, not what all of them did."""
         self.memo.clear()
-        self.memo_dst.clear()
         self._live.clear()
         # What was learnt about its chains goes too: one entry per chain is 100,000s on a big node.
         self._deps.clear()
@@ -1056,7 +1033,7 @@ class Walker:
         if spec is None:
             d = self.deps(table, chain)
             spec = ("dst" in d, "dport" in d, "proto" in d)
-            spec = self._keyspec[(table, chain)] = _SHARED.setdefault(spec, spec)
+            self._keyspec[(table, chain)] = spec
         key = (
             table,
             chain,
@@ -1064,8 +1041,7 @@ class Walker:
             pkt.dport if spec[1] else None,
             pkt.proto if spec[2] else None,
         )
-        memo = self.memo_dst if spec[0] else self.memo
-        entries = memo.get(key)
+        entries = self.memo.get(key)
         if entries is not None:
             for cls, outs in entries:  # type: ignore[union-attr]
                 if cls is None or cls == pkt.cls:
@@ -1079,7 +1055,7 @@ class Walker:
             used = self._cls_used.pop()
         if used:
             self._cls_used[-1] = True
-        memo.setdefault(key, []).append((pkt.cls if used else None, out))  # type: ignore[union-attr]
+        self.memo.setdefault(key, []).append((pkt.cls if used else None, out))  # type: ignore[union-attr]
         return out
 
     def _walk_rules(self, table, chain, rules, start, pkt, op, depth, affinity) -> List[Outcome]:
@@ -1135,7 +1111,6 @@ class Walker:
 
 
 ALL_FIELDS = frozenset({"dst", "dport", "proto", "cls", "range", "marks"})
-_SHARED: Dict[object, object] = {}  # one copy of each deps set and memo key spec (immutable, few distinct)
 
 
 @lru_cache(maxsize=65536)
@@ -1322,12 +1297,6 @@ class _Resolver:
         self.fast = None if marks_matter_in_nat(dump) else Walker(dump, self.detector, fast=True)
         self._ends_cache: Dict[int, Tuple[List[Outcome], List[End]]] = {}
 
-    def forget_frontend(self) -> None:
-        """One frontend is resolved: what only it could reuse goes."""
-        for w in self.walkers:
-            w.forget_frontend()
-        self._ends_cache.clear()
-
     def forget_service(self) -> None:
         """Every frontend of one service port is resolved (see Walker.forget_service); a lazy dump
         lets the rules it read for them go."""
@@ -1459,7 +1428,6 @@ def resolve_iptables(
                 res.forget_service()  # the previous service port is done
             classes = [POD, LOCAL, EXTERNAL] + [RANGE_PREFIX + c for c in _ranges(dump, seed, res.detector)]
             per_class = {cls: res.ends(seed, cls) for cls in classes}
-            res.forget_frontend()
             fe_findings = _drop_unhandled(per_class, seed, node)
             # Hops are kept for a trace of one Service, which prints them; a map of every Service
             # prints none, and on a 10,000-service node they would be a third of its memory.

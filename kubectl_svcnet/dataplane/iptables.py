@@ -749,13 +749,6 @@ def _parse_lines(
     return dump
 
 
-def iter_rules(dump: IptablesDump, table: str) -> Iterator[Rule]:
-    t = dump.tables.get(table)
-    if t:
-        for rules in t.chains.values():
-            yield from rules
-
-
 # ---------------------------------------------------------------------------------------------
 # The walk: follow a new connection through nat (and, if nat leaves it alone, filter) like netfilter.
 

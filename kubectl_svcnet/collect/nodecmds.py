@@ -290,13 +290,19 @@ def collect_node(
     ipvs = False
     variants = [b for b in (NFT, LEGACY) if IPTABLES_V4[b][0] in have or IPTABLES_V6[b][0] in have]
     texts: Dict[Optional[str], List[Tuple[str, str]]] = {}
+
+    def save(backend: Optional[str]) -> None:
+        """The IPv4 and IPv6 dumps of one backend (None: whatever `iptables-save` is), into `texts`."""
+        for table in (IPTABLES_V4[backend], IPTABLES_V6[backend]):
+            if table[0] in have:
+                source = f"{node_name}:{table[0]}"
+                text = _save(s, table, timeout, only, rules, source)
+                if text is not None:
+                    texts.setdefault(backend, []).append((text, source))
+
     if variants:
         for b in variants:
-            for table in (IPTABLES_V4[b], IPTABLES_V6[b]):
-                if table[0] in have:
-                    text = _save(s, table, timeout, only, rules, f"{node_name}:{table[0]}")
-                    if text is not None:
-                        texts.setdefault(b, []).append((text, f"{node_name}:{table[0]}"))
+            save(b)
         if texts:
             chosen, why = choose_backend(
                 [t for t, _ in texts.get(NFT, [])], [t for t, _ in texts.get(LEGACY, [])]
@@ -306,20 +312,16 @@ def collect_node(
             stale = [kube_proxy_chains(t, rules.get(src)) for t, src in texts.get(other, [])]
             chains = sorted({c for cs, _ in stale for c in cs})
             if chains:
-                rules = sum(n for _, n in stale)
+                n_rules = sum(n for _, n in stale)
                 shown = ", ".join(chains[:4]) + (", …" if len(chains) > 4 else "")
                 note = (
-                    f"the {other} iptables backend also holds kube-proxy chains ({shown}; {rules} rules);"
+                    f"the {other} iptables backend also holds kube-proxy chains ({shown}; {n_rules} rules);"
                     f" ignored as stale — kube-proxy uses {chosen} ({why})"
                 )
                 out.stale_backend, out.backend_warning = other, note
                 out.warnings.append(f"node {node_name}: {note}")
     else:
-        for table in (IPTABLES_V4[None], IPTABLES_V6[None]):
-            if table[0] in have:
-                text = _save(s, table, timeout, only, rules, f"{node_name}:{table[0]}")
-                if text is not None:
-                    texts.setdefault(None, []).append((text, f"{node_name}:{table[0]}"))
+        save(None)
         if texts:
             out.backend = next((header_backend(t) for t, _ in texts[None] if header_backend(t)), None)
             out.backend_reason = "iptables-save's header"

@@ -52,23 +52,39 @@ class ResolvedNode:
 
 
 def resolve_node(
-    dumps: Sequence[Tuple[str, str]], node: str, kind: str, only: Optional[str] = None, cluster: Any = None
+    dumps: Sequence[Tuple[str, str]],
+    node: str,
+    kind: str,
+    only: Optional[str] = None,
+    cluster: Any = None,
+    shared: Any = None,
 ) -> ResolvedNode:
-    """Parse and resolve one node's (text, source) dumps (`cluster`: model.Cluster or None). A dump that
-    is not one is this node's error, exit status 4; the other nodes are not touched. Runs with the cyclic
-    GC off, as build_map does (see no_cyclic_gc); a live run calls it for each node as it arrives."""
+    """Parse and resolve one node's (text, source) dumps (`cluster`: model.Cluster or None; `shared`:
+    a `shared_walks()` the nodes of one map share). A dump that is not one is this node's error, exit
+    status 4; the other nodes are not touched. Runs with the cyclic GC off, as build_map does (see
+    no_cyclic_gc); a live run calls it for each node as it arrives."""
     with no_cyclic_gc():
-        return _resolve_node(dumps, node, kind, only, cluster)
+        return _resolve_node(dumps, node, kind, only, cluster, shared)
+
+
+def shared_walks(only: Optional[str], nodes: int) -> Any:
+    """What the nodes of one map share (dataplane.iptables.SharedWalks), or None where nothing would
+    be: a trace (its walks keep hops, which name lines) or a single node."""
+    if only is not None or nodes < 2:
+        return None
+    from kubectl_svcnet.dataplane.iptables import SharedWalks
+
+    return SharedWalks()
 
 
 def _resolve_node(
-    dumps: Sequence[Tuple[str, str]], node: str, kind: str, only: Optional[str], cluster: Any
+    dumps: Sequence[Tuple[str, str]], node: str, kind: str, only: Optional[str], cluster: Any, shared: Any = None
 ) -> ResolvedNode:
     from kubectl_svcnet.dataplane import read_node
     from kubectl_svcnet.proxymode import scan_node
 
     try:
-        plane = read_node(dumps, node, kind, only, cluster)
+        plane = read_node(dumps, node, kind, only, cluster, shared)
     except DumpParseError as e:
         plane = NodeDataPlane(NodeInfo(node, kind, error=e.one_line()))
         return ResolvedNode(plane, scan_node(plane, dumps), [f"node {node}: {e.one_line()}"], ExitStatus.INPUT, only)
@@ -101,6 +117,7 @@ def _build_map(inputs: Inputs, only: Optional[str], namespace: Optional[str]) ->
     scans: Dict[str, NodeScan] = {}
     problems: List[str] = []
     status = ExitStatus.OK
+    shared = shared_walks(only, sum(1 for n in inputs.nodes if n not in inputs.resolved and n not in inputs.errors))
     for node, dumps in inputs.nodes.items():
         kind = inputs.source_kind.get(node, "file")
         if node in inputs.errors:
@@ -110,7 +127,7 @@ def _build_map(inputs: Inputs, only: Optional[str], namespace: Optional[str]) ->
             continue
         done = inputs.resolved.get(node)
         if done is None:
-            done = _resolve_node(dumps, node, kind, only, cluster)
+            done = _resolve_node(dumps, node, kind, only, cluster, shared)
         elif done.only != only:
             raise ValueError(f"node {node} was resolved for {done.only!r}, not {only!r}")
         planes.append(done.plane)

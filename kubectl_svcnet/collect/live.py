@@ -140,8 +140,9 @@ def collect_ssh(
 
     handle = None
     if resolve:
-        from kubectl_svcnet.app import resolve_node
+        from kubectl_svcnet.app import resolve_node, shared_walks
 
+        shared = shared_walks(opts.only, len(addresses))
         if inputs.cluster is None and inputs.objects:
             from kubectl_svcnet.objects import build_cluster
 
@@ -150,7 +151,7 @@ def collect_ssh(
         def handle(r: NodeResult) -> NodeResult:
             if r.ok:
                 d = r.value
-                inputs.resolved[r.node] = resolve_node(d.dumps, r.node, opts.via, opts.only, inputs.cluster)
+                inputs.resolved[r.node] = resolve_node(d.dumps, r.node, opts.via, opts.only, inputs.cluster, shared)
                 r = replace(r, value=replace(d, dumps=[], extra=[]))  # the text goes now
             return r
 

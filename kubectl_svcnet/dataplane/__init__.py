@@ -47,10 +47,12 @@ def read_node(
     source_kind: str = "file",
     only: Optional[str] = None,
     cluster=None,
+    shared=None,
 ) -> NodeDataPlane:
     """Parse and resolve all (text, source) dumps of one node. Raises DumpParseError for a dump
     that is not one at all. `cluster` (model.Cluster, optional) names IPVS virtual servers and gives
-    userspace-mode portals their endpoints."""
+    userspace-mode portals their endpoints. `shared` (iptables.SharedWalks, optional): what the other
+    nodes of the same map walked, reused where this node's chains are the same."""
     ipt, nfts, ipvs_dumps = [], [], []
     formats = [(detect_format(text), text, source) for text, source in dumps]
     if any(f in (IPVSADM, IPSET) for f, _, _ in formats):
@@ -100,7 +102,7 @@ def read_node(
     if ipt:
         from kubectl_svcnet.dataplane.iptables import resolve_iptables
 
-        planes.append(resolve_iptables(ipt, node, source_kind, only))
+        planes.append(resolve_iptables(ipt, node, source_kind, only, shared))
     for rs in nfts:
         from kubectl_svcnet.dataplane.nft import resolve_nft
 

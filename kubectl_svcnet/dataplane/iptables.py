@@ -478,7 +478,7 @@ class Chains(dict):
             clean = len(rules) == len(lines)
             for pos, r in enumerate(rules):
                 t = r.target
-                if t and t not in TERMINAL and t not in NON_TERMINAL and t != "RETURN" and t not in self:
+                if t and t not in _NOT_CHAINS and not dict.__contains__(self, t):  # (not a walk's question)
                     msg = f"rule in {name} jumps to undefined chain {t} ({dump.source}:{r.line})"
                     key = (self._tpos, name, pos)  # chain order: `finish` puts the chains' names in order
                     dump._jump_findings.append((key, Finding("error", "undefined-chain", msg)))

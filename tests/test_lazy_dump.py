@@ -126,3 +126,35 @@ def test_a_mark_test_on_the_way_in_is_seen_without_reading_rules():
     assert marks_matter_in_nat(parse_iptables(marked, "d.txt", lazy=True))
     eager, lazy = both(marked)
     assert eager == lazy
+
+
+def test_a_chain_whose_rules_come_apart_reads_whole(tmp_path):
+    # iptables-restore input may interleave chains' rules; iptables-save groups them. Each chain must
+    # read the same rules, in the same order, either way (a chain's rules leave the table's shared
+    # arrays for their own once they come apart; see _Raw).
+    text = _generated(tmp_path, services=60, endpoints=3)
+    lines = text.split("\n")
+    nat = lines.index("*nat")
+    end = nat + lines[nat:].index("COMMIT")
+    rules = [ln for ln in lines[nat:end] if ln.startswith("-A ")]
+    head = [ln for ln in lines[nat:end] if not ln.startswith("-A ")]
+    # Deal the rules out round-robin over 7 piles: every chain's rules end up apart (some reordered,
+    # which makes some endpoint chains unreachable: `grouped` has each chain's rules in the same order).
+    dealt = [ln for k in range(7) for ln in rules[k::7]]
+    by_chain: dict = {}
+    for ln in dealt:
+        by_chain.setdefault(ln.split(" ", 2)[1], []).append(ln)
+    mixed = "\n".join(lines[:nat] + head + dealt + lines[end:])
+    grouped = "\n".join(lines[:nat] + head + [ln for c in by_chain for ln in by_chain[c]] + lines[end:])
+    a = parse_iptables(mixed, "d.txt", lazy=True)
+    chains = a.tables["nat"].chains
+    apart = [c for c in chains if chains.raw[c].lines is not None]
+    assert len(apart) > 10  # the case under test happened
+    for c in apart:
+        got = [(n, mixed.split("\n")[n - 1]) for n in chains.lines_of(chains.raw[c])]
+        assert [t for _, t in got] == by_chain[c], c
+        assert chains.texts(c) == [t.split(" ", 2)[2] for t in by_chain[c]]
+    got = resolve_iptables([a], "n1")
+    want = resolve_iptables([parse_iptables(grouped, "d.txt", lazy=True)], "n1")
+    assert got.services == want.services  # (findings name lines, which differ)
+    assert [f.code for f in got.findings] == [f.code for f in want.findings]

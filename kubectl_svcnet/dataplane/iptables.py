@@ -370,14 +370,20 @@ def net(cidr: str) -> ipaddress._BaseNetwork:
 
 class _Raw:
     """One chain's rules as they sit in the dump, unparsed: their line numbers, and where each rule's
-    text starts in the dump (or the texts themselves, for a dump assembled from picked lines)."""
+    text starts in the dump (or the texts themselves, for a dump assembled from picked lines).
 
-    __slots__ = ("lines", "offsets", "texts", "checked")
+    iptables-save prints a chain's rules one after the other, so a chain's line numbers and offsets
+    are `n` entries from `start` in its table's arrays (Chains.lines_of, offsets_of): 110,000 chains
+    cost no arrays of their own. A chain whose rules come apart (iptables-restore input, where
+    chains' rules may interleave) or that keeps its texts has its own `lines` (and `offsets`)."""
+
+    __slots__ = ("start", "n", "lines", "offsets", "texts", "checked")
 
     def __init__(self, by_offset: bool):
         self.checked = False  # its rules were read once and their problems noted
-        self.lines = array("q")
-        self.offsets: Optional[array] = array("q") if by_offset else None
+        self.start = self.n = 0
+        self.lines: Optional[array] = None if by_offset else array("q")
+        self.offsets: Optional[array] = None
         self.texts: Optional[List[str]] = None if by_offset else []
 
 
@@ -401,6 +407,7 @@ class Chains(dict):
         self._dump, self._text, self._tpos, self._by_offset = dump, text, table_pos, by_offset
         self._loaded: List[str] = []  # read since the last release
         self._keys: Dict[str, bytes] = {}  # _chain_key, for SharedWalks
+        self._lines, self._offsets = array("q"), array("q")  # every rule's, in the order appended (_Raw)
 
     # -- building (the parser) -------------------------------------------------------------------
     def declare(self, name: str) -> _Raw:
@@ -408,6 +415,29 @@ class Chains(dict):
         raw = self.raw[name] = _Raw(self._by_offset)
         dict.__setitem__(self, name, raw)
         return raw
+
+    def append(self, raw: _Raw, line: int, offset: int) -> None:
+        """One more rule of a chain kept by offset (see _Raw)."""
+        lines, offsets = self._lines, self._offsets
+        if raw.lines is None:
+            if raw.n == 0:
+                raw.start = len(lines)
+            elif raw.start + raw.n != len(lines):  # the chain's rules come apart: its own arrays now
+                raw.lines = lines[raw.start : raw.start + raw.n]
+                raw.offsets = offsets[raw.start : raw.start + raw.n]
+        if raw.lines is None:
+            lines.append(line)
+            offsets.append(offset)
+        else:
+            raw.lines.append(line)
+            raw.offsets.append(offset)  # type: ignore[union-attr]
+        raw.n += 1
+
+    def lines_of(self, raw: _Raw) -> array:
+        return raw.lines if raw.lines is not None else self._lines[raw.start : raw.start + raw.n]
+
+    def offsets_of(self, raw: _Raw) -> array:
+        return raw.offsets if raw.offsets is not None else self._offsets[raw.start : raw.start + raw.n]
 
     def pop(self, name: str, default: object = None) -> object:  # type: ignore[override]
         self.raw.pop(name, None)
@@ -433,7 +463,7 @@ class Chains(dict):
     def size(self, name: str) -> int:
         """How many rules a chain holds, without reading them."""
         raw = self.raw.get(name)
-        return len(raw.lines) if raw is not None else len(dict.get(self, name) or ())
+        return raw.n if raw is not None else len(dict.get(self, name) or ())
 
     def big(self, name: str) -> bool:
         return self.size(name) >= _INDEXED
@@ -447,7 +477,7 @@ class Chains(dict):
         if raw.texts is not None:
             return list(raw.texts)
         text, find, out = self._text, self._text.find, []
-        for start in raw.offsets:  # type: ignore[union-attr]
+        for start in self.offsets_of(raw):
             end = find("\n", start)
             spec = text[start : end if end >= 0 else len(text)]
             out.append(spec.rstrip("\r") if spec[-1:] == "\r" else spec)
@@ -457,7 +487,8 @@ class Chains(dict):
         dump, text = self._dump, self._text
         check = not raw.checked
         rules: List[Rule] = []
-        lines, offsets, texts = raw.lines, raw.offsets, raw.texts
+        lines, texts = self.lines_of(raw), raw.texts
+        offsets = self.offsets_of(raw) if texts is None else None
         for i in range(len(lines)):
             if texts is not None:
                 spec = texts[i]
@@ -537,7 +568,7 @@ class Chains(dict):
             if text.startswith("-A ", start):
                 name = text[start + 3 : text.find(" ", start + 3)]
                 raw = self.raw.get(name)
-                if raw is not None and raw.offsets is not None and start + 4 + len(name) in raw.offsets:
+                if raw is not None and raw.texts is None and start + 4 + len(name) in self.offsets_of(raw):
                     out.add(name)
         return out
 
@@ -737,11 +768,12 @@ def _parse_lines(
                 msg = f"rule appended to undeclared chain {chain} ({source}:{lineno})"
                 problems.append((lineno, Finding("error", "undeclared-chain", msg)))
             raw = chains.declare(chain)
-        raw.lines.append(lineno)
         if raw.texts is None:
-            raw.offsets.append(offset)  # type: ignore[union-attr,arg-type]
+            chains.append(raw, lineno, offset)  # type: ignore[arg-type]
         else:
+            raw.lines.append(lineno)  # type: ignore[union-attr]
             raw.texts.append(spec or "")
+            raw.n += 1
 
     for lineno, pos, line in numbered:
         if line[-1:] == "\r":
@@ -785,7 +817,7 @@ def _parse_lines(
             # A declaration flushes the chain: iptables-save declares each chain once, and in
             # iptables-restore input (kube-proxy's own, several syncs in a row) it resets it.
             chains.declare(intern(parts[0]))
-            if len(parts) > 1:
+            if len(parts) > 1 and parts[1] != "-":  # (a built-in chain's: 110,000 others have none)
                 table.policies[parts[0]] = parts[1]
         elif c == "*":
             if table is not None and not table.committed:
@@ -1473,15 +1505,19 @@ def _ranges(dump: IptablesDump, seed: _Seed, detector: Optional[str]) -> List[st
 
 def _chain_bytes(chains: Chains, name: str, raw: _Raw) -> bytes:
     """A chain's rules as the dump has them."""
-    lines, offsets = raw.lines, raw.offsets
-    n = len(lines)
-    if offsets is not None and n and lines[n - 1] - lines[0] == n - 1:
-        # One block of lines (iptables-save prints a chain's rules together): its text at once, "-A
-        # NAME " and all, from the first rule's line to the end of the last.
-        text = chains._text
-        start = text.rfind("\n", 0, offsets[0]) + 1
-        end = text.find("\n", offsets[n - 1])
-        return (str(n) + "\n" + text[start : end if end >= 0 else len(text)]).encode()
+    n = raw.n
+    if raw.texts is None and n:
+        if raw.lines is None:
+            lines, offsets, i = chains._lines, chains._offsets, raw.start
+        else:
+            lines, offsets, i = raw.lines, raw.offsets, 0  # type: ignore[assignment]
+        if lines[i + n - 1] - lines[i] == n - 1:
+            # One block of lines (iptables-save prints a chain's rules together): its text at once,
+            # "-A NAME " and all, from the first rule's line to the end of the last.
+            text = chains._text
+            start = text.rfind("\n", 0, offsets[i]) + 1
+            end = text.find("\n", offsets[i + n - 1])
+            return (str(n) + "\n" + text[start : end if end >= 0 else len(text)]).encode()
     return ("*" + "\n".join(Chains.texts(chains, name) or ())).encode()
 
 
@@ -1636,11 +1672,11 @@ class _NodeReplay:
             if kind == "c":
                 data = b"c0" if raw is None else b"c1"
             elif kind == "b":
-                data = b"b1" if raw is not None and len(raw.lines) >= _INDEXED else b"b0"
+                data = b"b1" if raw is not None and raw.n >= _INDEXED else b"b0"
             elif raw is None:
                 data = b"-"
-            elif kind == "g" or len(raw.lines) < _INDEXED:  # ("k" of a chain small enough to offer all)
-                data = (b"G" if len(raw.lines) >= _INDEXED else b"g") + _chain_key(chains, name, raw)
+            elif kind == "g" or raw.n < _INDEXED:  # ("k" of a chain small enough to offer all)
+                data = (b"G" if raw.n >= _INDEXED else b"g") + _chain_key(chains, name, raw)
             else:  # "k": the rules Table.candidates offers
                 data = ("k" + "\n".join(r.text for r in table.candidates(name, read[3], read[4]))).encode()
             update(b"%d:" % len(data))

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
-from kubectl_svcnet.model import ERROR, INFO, WARNING, Finding, NodeDataPlane
+from kubectl_svcnet.model import ERROR, INFO, WARNING, Finding, NodeDataPlane, frozen
 
 MODE_NONE = "none"  # the JSON contract's proxyMode for a node without any of kube-proxy's rules
 KUBE_PROXY_MODES = ("iptables", "ipvs", "nftables", "userspace")
@@ -39,7 +39,8 @@ KUBE_PROXY_ANY = ("\n:KUBE-SERVICES ", "\n:KUBE-PROXY-CANARY ", "chain KUBE-SERV
 CILIUM = ("\n:CILIUM_", "chain CILIUM_", '"CILIUM_')
 CALICO = ("\n:cali-", "chain cali-", '"cali-')
 KUBE_ROUTER = ("\n:KUBE-ROUTER-", "chain KUBE-ROUTER-", "kube-router-svip", '"KUBE-ROUTER-')
-IPVS_VIRTUAL_SERVER = re.compile(r"^-A -[tuf] ", re.M)
+# Regular expressions are given as text and compiled where first used (`re` keeps them): start-up counts.
+IPVS_VIRTUAL_SERVER = r"(?m)^-A -[tuf] "
 
 
 def _has(text: str, needles: Sequence[str]) -> bool:
@@ -86,7 +87,7 @@ def scan_dump(text: str) -> Set[str]:
         found.add("calico")
     if has(KUBE_ROUTER):
         found.add("kube-router")
-    if fmt in (None, "ipvsadm") and IPVS_VIRTUAL_SERVER.search(text):
+    if fmt in (None, "ipvsadm") and re.search(IPVS_VIRTUAL_SERVER, text):
         found.add("ipvs-services")
     return found
 
@@ -95,7 +96,7 @@ def scan_dump(text: str) -> Set[str]:
 # The cluster's side
 
 
-@dataclass(frozen=True)
+@frozen
 class Replacement:
     """A service proxy other than kube-proxy, as the cluster's objects show it."""
 
@@ -113,7 +114,7 @@ class Replacement:
         return f"kubectl -n {self.namespace} exec {target}{container} -- {' '.join(self.command)}"
 
 
-@dataclass(frozen=True)
+@frozen
 class ClusterProxy:
     """What the objects say about service proxies."""
 
@@ -144,8 +145,45 @@ def _truthy(v: Any) -> bool:
     return str(v).strip().strip('"').lower() in ("true", "1", "yes")
 
 
+# A KubeProxyConfiguration as kubeadm writes it is plain YAML: block mappings and lists, one scalar a
+# line. There the answer is its one top-level `mode:` line, read without importing PyYAML (25 ms of a
+# trace's start-up). Anything else (flow collections, anchors, tags, block or multi-line scalars,
+# trailing comments, a `mode` that YAML would not read as a string) goes to PyYAML as before.
+_PLAIN_VALUE = r"""(?:[-A-Za-z0-9_./][-A-Za-z0-9_./:@+=]*|"[^"\\]*"|'[^']*'|\[\]|\{\})"""
+_PLAIN_LINE = (
+    rf" *(?:#[^\r\x85\u2028\u2029]*|(?:- +)?[A-Za-z0-9_][-A-Za-z0-9_./]*:(?: +{_PLAIN_VALUE})?|- +{_PLAIN_VALUE})? *"
+)
+_PLAIN_MODE = r"""mode:(?: +(?:([A-Za-z]+)|"([A-Za-z]*)"|'([A-Za-z]*)'))? *"""
+_YAML_WORDS = frozenset(
+    "yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF null Null NULL".split()
+)
+_NOT_PLAIN = object()
+
+
+def _plain_config_mode(conf: str) -> object:
+    """What _config_mode answers for plain text (see above), without PyYAML; _NOT_PLAIN otherwise."""
+    lines = conf.split("\n")
+    if not all(re.fullmatch(_PLAIN_LINE, line) for line in lines):
+        return _NOT_PLAIN
+    content = [(i, line) for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    modes = [i for i, line in content if line.startswith("mode")]
+    if not content or content[0][1][0] in " -" or len(modes) > 1:
+        return _NOT_PLAIN  # the top level must be a mapping at column 0; two modes: YAML takes the last
+    if not modes:
+        return None
+    m = re.fullmatch(_PLAIN_MODE, lines[modes[0]])
+    after = next((line for i, line in content if i > modes[0]), "")  # the next line that is not a comment
+    if m is None or after[:1] in (" ", "-") or m.group(1) in _YAML_WORDS:
+        return _NOT_PLAIN  # a value YAML would continue, nest, or read as a bool or null
+    plain, double, single = m.groups()
+    return plain or double or single or ""
+
+
 def _config_mode(conf: str) -> Optional[str]:
     """`mode:` of a KubeProxyConfiguration (YAML or JSON text); None when the text names none."""
+    found = _plain_config_mode(conf)
+    if found is not _NOT_PLAIN:
+        return found  # type: ignore[return-value]
     import yaml
 
     try:
@@ -330,7 +368,7 @@ def _selects(ds: Dict[str, Any], labels: Mapping[str, str]) -> Tuple[bool, str]:
 # Per node
 
 
-@dataclass(frozen=True)
+@frozen
 class NodeScan:
     """What the diagnosis reads of one node's dumps, given the node's plane: taken while their text is
     at hand, so a live run can keep this and drop the text as each node arrives (`scan_node`)."""
@@ -550,23 +588,23 @@ SYNC_FAILURES = (
     "can't use the ipvs proxier",
 )
 LOG_SCAN_LINES = 5000  # live `trace --logs`: the tail of each kube-proxy log that is read and filtered
-_KLOG_LEVEL = re.compile(r"^\s*([IWEF])\d{4} \d\d:\d\d:\d\d")
-_JSON_ERROR = re.compile(r'^\s*\{.*"err(or)?"\s*:', re.I)
-_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)? ")  # --timestamps
+_KLOG_LEVEL = r"^\s*([IWEF])\d{4} \d\d:\d\d:\d\d"
+_JSON_ERROR = r'(?i)^\s*\{.*"err(or)?"\s*:'
+_TIMESTAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)? "  # --timestamps
 
 
 def log_line_kind(line: str, service: Optional[str]) -> Optional[str]:
     """Why a kube-proxy log line is kept: "service" (it names `service` ns/name, as a word: default/web
     does not match default/web-lb), "sync" (a failed sync), "error" (a klog E/F/W line or a JSON line
     with an err field), or None (dropped)."""
-    body = _TIMESTAMP.sub("", line, count=1)
+    body = re.sub(_TIMESTAMP, "", line, count=1)
     if service and re.search(rf"(?<![\w./-]){re.escape(service)}(?![\w.-])", body):
         return "service"
     low = body.lower()
     if any(s in low for s in SYNC_FAILURES):
         return "sync"
-    m = _KLOG_LEVEL.match(body)
-    if (m and m.group(1) in "EFW") or _JSON_ERROR.match(body):
+    m = re.match(_KLOG_LEVEL, body)
+    if (m and m.group(1) in "EFW") or re.match(_JSON_ERROR, body):
         return "error"
     return None
 

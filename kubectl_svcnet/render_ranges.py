@@ -11,7 +11,7 @@ from typing import IO, Any, Dict, List, Optional
 
 from kubectl_svcnet.model import Finding
 from kubectl_svcnet.ranges import FAILED, OK, SCOPE_CLUSTER, SCOPE_NODE, Check, CIDRRange, Ranges, Source
-from kubectl_svcnet.render import API_VERSION, write_json
+from kubectl_svcnet.render import API_VERSION, plain_table, write_json
 
 
 # -- the contract ---------------------------------------------------------------------------------
@@ -110,10 +110,7 @@ WIDE_HEADERS = ["RANGE", "CIDR", "FAMILY", "SIZE", "IN USE", "NODE SUBNETS", "SO
 
 
 def _table(rows: List[List[str]], headers: Optional[List[str]]) -> str:
-    from tabulate import tabulate
-
-    text = tabulate(rows, headers=headers or (), tablefmt="plain", disable_numparse=True, stralign="left")
-    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    return plain_table(rows, headers)
 
 
 def check_line(c: Check) -> str:

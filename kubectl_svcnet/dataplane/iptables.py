@@ -8,7 +8,6 @@ rules in order against a packet, the way netfilter does, and reports where the p
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import sys
@@ -1526,6 +1525,8 @@ def _chain_key(chains: Chains, name: str, raw: _Raw) -> bytes:
     keys = chains._keys
     k = keys.get(name)
     if k is None:
+        import hashlib  # (here: 4 ms of start-up, which a trace of one node never needs)
+
         k = keys[name] = hashlib.blake2b(_chain_bytes(chains, name, raw), digest_size=16).digest()
     return k
 
@@ -1661,6 +1662,8 @@ class _NodeReplay:
     def digest(self, reads: Tuple[tuple, ...]) -> bytes:
         """The answers this dump gives to a walk's questions (see SharedWalks), each as its length and
         bytes, hashed."""
+        import hashlib
+
         h = hashlib.blake2b(digest_size=16)
         update = h.update
         tables = self.tables

@@ -25,6 +25,18 @@ FIXTURES = Path(__file__).parent / "fixtures" / "kube-proxy"
 SOURCE_ORDER = {"any": 0, "cluster": 1, "external": 2, "other": 99}
 
 
+def generated_dump(services: int, endpoints: int) -> str:
+    """The text of benchmarks/gen_dump.py's iptables-save dump (kube-proxy's current shape)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import gen_dump
+    finally:
+        sys.path.pop(0)
+    return "\n".join(gen_dump.generate(services, endpoints)) + "\n"
+
+
 def fixture_dirs(mode: str = "") -> List[Path]:
     base = FIXTURES / mode if mode else FIXTURES
     return sorted(p.parent for p in base.rglob("expected.json"))

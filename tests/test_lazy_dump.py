@@ -4,7 +4,6 @@ generated many-service dump; and it lets walked chains go again (its memory is t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from kubectl_svcnet.dataplane.iptables import (
     parse_iptables,
     resolve_iptables,
 )
-from tests.golden import FIXTURES
+from tests.golden import FIXTURES, generated_dump
 from tests.test_fuzz import mutate_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,14 +79,7 @@ def test_mutated_dumps_read_the_same_lazily(data):
 
 
 def _generated(tmp_path, services=120, endpoints=4) -> str:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gen_dump
-    finally:
-        sys.path.pop(0)
-    out = tmp_path / "dump.txt"
-    gen_dump.write_dump(services, endpoints, str(out))
-    return out.read_text()
+    return generated_dump(services, endpoints)
 
 
 def test_a_walked_chain_is_let_go_again(tmp_path):

@@ -8,7 +8,6 @@ differ, and on damaged nodes. It must also really share (hits are counted), or i
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import List
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from kubectl_svcnet.dataplane import read_node
 from kubectl_svcnet.dataplane.iptables import SharedWalks, parse_iptables
-from tests.golden import FIXTURES
+from tests.golden import FIXTURES, generated_dump
 from tests.test_fuzz import mutate_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,14 +95,7 @@ def test_a_node_that_differs_by_a_mutation_reads_as_alone(data):
 
 def _generated(tmp_path, services=60, endpoints=3) -> str:
     # (more than 48 services: KUBE-SERVICES is then a dispatch chain, indexed; see iptables._INDEXED)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gen_dump
-    finally:
-        sys.path.pop(0)
-    out = tmp_path / "dump.txt"
-    gen_dump.write_dump(services, endpoints, str(out))
-    return out.read_text()
+    return generated_dump(services, endpoints)
 
 
 def _sep_chain(text: str, n: int) -> str:

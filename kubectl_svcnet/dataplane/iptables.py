@@ -1606,8 +1606,11 @@ class _NodeReplay:
         self.shared, self.dump, self.res = shared, dump, res
         self.tables = list(dump.tables.values())
         self.context = (dump.family, tuple(dump.tables), res.detector, res.fast is None)
+        # While a walk is recorded: its questions, and the walkers' counts and visits before it.
         self._reads: Dict[tuple, None] = {}
-        self._unknown = self._visited = None
+        self._unknown: List[int] = []
+        self._loops: List[int] = []
+        self._visited: List[set] = []
 
     def _sig(self, group: List[_Seed]) -> tuple:
         return (self.context, tuple((s.key, s.type, s.ip, s.port, s.proto, s.chain) for s in group))
@@ -1640,7 +1643,7 @@ class _NodeReplay:
                 t.chains.__class__ = Chains
         ws = self.res.walkers
         visited: set = set()
-        for w, before in zip(ws, self._visited):  # type: ignore[arg-type]
+        for w, before in zip(ws, self._visited):
             visited |= w.visited
             before |= w.visited
             w.visited = before

@@ -196,9 +196,9 @@ def test_config_mode_of_a_kubeadm_config(mode):
         assert proxymode._plain_config_mode(conf) is not proxymode._NOT_PLAIN  # read without PyYAML
 
 
-# -- files._read_text: memory-mapped or not, the same text and errors -----------------------------------
-@pytest.mark.parametrize("size", [0, 10, files.MMAP_MIN - 1, files.MMAP_MIN, files.MMAP_MIN + 4097])
-def test_read_text_small_and_mapped(tmp_path, size):
+# -- files._read_text: the text as it is, and errors at their line ---------------------------------------
+@pytest.mark.parametrize("size", [0, 10, 1 << 20, (1 << 20) + 4097])
+def test_read_text_small_and_big(tmp_path, size):
     body = (b"-A KUBE-SERVICES -j X\r\n" * (size // 23 + 1))[:size]
     p = tmp_path / "dump.txt"
     p.write_bytes(body)

@@ -17,7 +17,8 @@ side, round-robin over the repeats (medians reported):
   (c) the same trace in-process (kubectl_svcnet.cli.main, stdout redirected), after one untimed
       warm-up call, so neither interpreter start-up nor imports are in it; the cold first call is shown too
   (d) `python -m kubectl_svcnet map --from-file node1=DUMP -o json > /dev/null`, also as dump lines/s
-  (e) peak RSS of (d): ru_maxrss of that very child (os.wait4), against the dump's size
+  (e) peak RSS of (d): ru_maxrss of that very process (os.wait4, from a small launcher: a direct child
+      would report this script's own size, see _LAUNCHER), against the dump's size
 
 The trace's JSON is checked: service ns7/svc1007 has N backends on every route, the generated pod IPs,
 with probabilities summing to 1. Goals: trace <= 3x grep; map >= 300k lines/s; peak RSS <= 4x dump.
@@ -54,23 +55,54 @@ RSS_GOAL = 4.0  # peak RSS <= 4x the dump's size
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+# Runs argv (after the fd number) in a grandchild and writes "<wall seconds> <ru_maxrss>" of it to that
+# fd. Linux's ru_maxrss of a process includes the RSS of the process it was forked from, as it was at
+# exec (the old mm's high-water mark is kept): a child of this script, which has by then read the dump
+# in-process, would report this script's size. The launcher is small (-S: no site), so its child's
+# figure is its own; the wall clock starts after the launcher's own start-up.
+_LAUNCHER = (
+    "import os, sys, time\n"
+    "fd = int(sys.argv[1])\n"
+    "t0 = time.perf_counter()\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.close(fd)\n"
+    "    try:\n"
+    "        os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "    finally:\n"
+    "        os._exit(127)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "os.write(fd, f'{time.perf_counter() - t0} {usage.ru_maxrss}'.encode())\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_child(argv: List[str], stdout_path: Optional[str] = None) -> Tuple[float, int, int]:
-    """Run argv to completion: (wall seconds, peak RSS in bytes of that child alone, exit status).
-    stdout goes to stdout_path (or /dev/null), stderr to a file next to it."""
+    """Run argv to completion: (wall seconds, peak RSS in bytes of that process alone, exit status).
+    stdout goes to stdout_path (or /dev/null), stderr to a file next to it. (Through _LAUNCHER, so that
+    the peak RSS is argv's own.)"""
     out_path = stdout_path or os.devnull
     err_path = (stdout_path or os.path.join(OUT, "child")) + ".stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
-    if p.returncode != 0:
+    r, w = os.pipe()
+    try:
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            p = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(w), *argv], stdout=out, stderr=err,
+                                 stdin=subprocess.DEVNULL, pass_fds=(w,))  # fmt: skip
+            os.close(w)
+            w = -1
+            report = os.read(r, 200).decode()
+            p.wait()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    if p.returncode != 0 or not report:
         with open(err_path, "rb") as f:
             tail = f.read()[-2000:].decode(errors="replace")
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{tail}")
-    return wall, rss, p.returncode
+    wall_s, maxrss = report.split()
+    rss = int(maxrss) * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+    return float(wall_s), rss, p.returncode
 
 
 def run_inprocess(argv: List[str], sink: Optional[io.TextIOBase] = None) -> Tuple[float, str]:

@@ -425,7 +425,9 @@ def test_seed_cluster_has_nothing_to_say():
     assert facts.configured_mode == "iptables" and facts.pods_known and len(facts.kube_proxy_pods) == 3
 
 
-def test_other_modes_rules_left_behind():
+def stale_iptables_beside_nft():
+    """Node n1 in nftables mode (its plane, config) whose iptables still hold kube-proxy's old chains:
+    (plane, the kube-proxy ConfigMap, its dumps [(nft text, "a"), (iptables-save text, "b")])."""
     nft_plane = NodeDataPlane(NodeInfo("n1", "file", "nftables"))
     stale_ipt = HEADER + "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AAAA - [0:0]\nCOMMIT\n"
     nft = "table ip kube-proxy {\n\tchain services {\n\t}\n}\n"
@@ -434,7 +436,13 @@ def test_other_modes_rules_left_behind():
         "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
         "data": {"config.conf": "kind: KubeProxyConfiguration\nmode: nftables\n"},
     }
-    _, found = proxymode.diagnose([nft_plane], proxymode.ProxyInputs([cm], {"n1": [(nft, "a"), (stale_ipt, "b")]}))
+    return nft_plane, cm, [(nft, "a"), (stale_ipt, "b")]
+
+
+def test_other_modes_rules_left_behind():
+    nft_plane, cm, dumps = stale_iptables_beside_nft()
+    stale_ipt = dumps[1][0]
+    _, found = proxymode.diagnose([nft_plane], proxymode.ProxyInputs([cm], {"n1": dumps}))
     (f,) = found
     assert f.code == "stale-proxy-rules" and "also holds kube-proxy's iptables rules next to its nftables" in f.message
     # The flag, when there is no config file.

@@ -20,17 +20,16 @@ from kubectl_svcnet.app import RunResult, build_map, resolve_node, write_snapsho
 from kubectl_svcnet.collect import files
 from kubectl_svcnet.collect.fanout import NodeResult, run_all
 from kubectl_svcnet.errors import ExitStatus
-from kubectl_svcnet.model import NodeDataPlane, NodeInfo
 from kubectl_svcnet.objects import build_cluster
 from kubectl_svcnet.render import render_paths, to_dict
 from tests.test_proxymode import (
     CILIUM_DUMP,
-    HEADER,
     KUBELET_ONLY_DUMP,
     cilium_objects,
     kube_proxy_pod_on,
     proxy_findings,
     snapshot,
+    stale_iptables_beside_nft,
 )
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed-cluster"
@@ -147,15 +146,7 @@ def test_proxy_mode_mismatch_both_ways(tmp_path) -> None:
 
 
 def test_stale_rules_of_another_mode_both_ways() -> None:
-    nft_plane = NodeDataPlane(NodeInfo("n1", "file", "nftables"))
-    stale_ipt = HEADER + "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AAAA - [0:0]\nCOMMIT\n"
-    nft = "table ip kube-proxy {\n\tchain services {\n\t}\n}\n"
-    cm = {
-        "kind": "ConfigMap",
-        "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
-        "data": {"config.conf": "kind: KubeProxyConfiguration\nmode: nftables\n"},
-    }
-    dumps = [(nft, "a"), (stale_ipt, "b")]
+    nft_plane, cm, dumps = stale_iptables_beside_nft()
     text = proxymode.diagnose([nft_plane], proxymode.ProxyInputs([cm], {"n1": dumps}))
     scan = proxymode.scan_node(nft_plane, dumps)
     # (a plane without Services: every dump's markers are taken too, to tell "no kube-proxy" apart)

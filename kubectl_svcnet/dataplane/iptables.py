@@ -473,6 +473,10 @@ class Chains(dict):
         raw = self.raw.get(name)
         if raw is None:
             return None if not dict.__contains__(self, name) else [r.text for r in dict.__getitem__(self, name)]
+        return self._specs(raw)
+
+    def _specs(self, raw: _Raw) -> List[str]:
+        """Each rule's text after `-A CHAIN `, from the dump's text (or as kept)."""
         if raw.texts is not None:
             return list(raw.texts)
         text, find, out = self._text, self._text.find, []
@@ -483,26 +487,17 @@ class Chains(dict):
         return out
 
     def _load(self, name: str, raw: _Raw) -> List[Rule]:
-        dump, text = self._dump, self._text
+        dump = self._dump
         check = not raw.checked
         rules: List[Rule] = []
-        lines, texts = self.lines_of(raw), raw.texts
-        offsets = self.offsets_of(raw) if texts is None else None
-        for i in range(len(lines)):
-            if texts is not None:
-                spec = texts[i]
-            else:
-                start = offsets[i]  # type: ignore[index]
-                end = text.find("\n", start)
-                spec = text[start : end if end >= 0 else len(text)]
-                if spec[-1:] == "\r":
-                    spec = spec.rstrip("\r")
+        lines = self.lines_of(raw)
+        for line, spec in zip(lines, self._specs(raw)):
             try:
-                rules.append(parse_rule(lines[i], name, spec))
+                rules.append(parse_rule(line, name, spec))
             except ValueError as e:
                 if check:
-                    msg = f"cannot read rule in {name}: {e} ({dump.source}:{lines[i]})"
-                    dump._parse_findings.append((lines[i], Finding("error", "bad-rule", msg)))
+                    msg = f"cannot read rule in {name}: {e} ({dump.source}:{line})"
+                    dump._parse_findings.append((line, Finding("error", "bad-rule", msg)))
         if check:
             raw.checked = True
             clean = len(rules) == len(lines)

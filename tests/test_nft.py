@@ -31,7 +31,7 @@ NFT_FIXTURES = sorted(p.parent for p in (FIXTURES / "nftables").rglob("expected.
 
 
 def plane_of(text: str, node: str = "node-a", only=None) -> NodeDataPlane:
-    return resolve_nft(parse_nft(text, "dump"), node, only=only)
+    return resolve_nft(parse_nft(text, "dump"), node, only=only, paths=True)
 
 
 def service(plane: NodeDataPlane, key: ServiceKey):
@@ -96,8 +96,8 @@ def test_golden(fixture: Path, dump: str) -> None:
 
 @pytest.mark.parametrize("fixture", NFT_FIXTURES, ids=lambda p: p.name)
 def test_text_and_json_give_the_same_trace(fixture: Path) -> None:
-    text = resolve_nft(parse_nft((fixture / "dump.txt").read_text(), "t"), "n")
-    js = resolve_nft(parse_nft((fixture / "dump.json").read_text(), "j"), "n")
+    text = resolve_nft(parse_nft((fixture / "dump.txt").read_text(), "t"), "n", paths=True)
+    js = resolve_nft(parse_nft((fixture / "dump.json").read_text(), "j"), "n", paths=True)
 
     def rules_taken(plane):
         return sorted(

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -72,6 +73,7 @@ from kubectl_svcnet.model import (
     Route,
     ServiceKey,
     ServiceRules,
+    frozen,
 )
 
 KUBE_PROXY_TABLE = "kube-proxy"
@@ -88,7 +90,7 @@ SERVICE_CHAIN_PREFIXES = ("service-", "local-", "external-", "endpoint-", "firew
 # The parsed ruleset.
 
 
-@dataclass
+@frozen  # (slots: 220,000 of them at 10,000 services)
 class NftRule:
     chain: str
     line: int  # text: 1-based line in the dump; JSON: the rule's handle
@@ -389,14 +391,21 @@ def _parse_text(text: str, source: str) -> NftRuleset:
     elements_line = 0
     last_line = 0
     for lineno, raw in enumerate(text.split("\n"), 1):
-        handle = _handle_of(raw)
-        line = _strip_handle(raw.strip())
+        if "#" in raw:
+            handle = _handle_of(raw)
+            line = _strip_handle(raw.strip())
+        else:  # (most lines: no handle to look for)
+            handle = None
+            line = raw.strip()
         if not line:
             continue
         last_line = lineno
-        delta = _brace_delta(line)
-        if delta is None:
-            raise DumpParseError("unterminated quoted string (truncated dump?)", source=source, line=lineno)
+        if '"' in line:
+            delta = _brace_delta(line)
+            if delta is None:
+                raise DumpParseError("unterminated quoted string (truncated dump?)", source=source, line=lineno)
+        else:
+            delta = line.count("{") - line.count("}")
         if elements is not None:
             elements_depth += delta
             if elements_depth < 0:
@@ -409,13 +418,29 @@ def _parse_text(text: str, source: str) -> NftRuleset:
             else:
                 elements.append((lineno, line))
             continue
-        if line.startswith("#"):
+        if line[0] == "#":
             continue
         top = stack[-1] if stack else None
         if line == "}":
             if top is None:
                 raise DumpParseError("'}' without an open block", source=source, line=lineno)
             stack.pop()
+            continue
+        if top is not None and top.kind == "chain":
+            if delta != 0:
+                raise DumpParseError(
+                    f"unbalanced braces in a rule of chain {top.name} (truncated dump?)", source=source, line=lineno
+                )
+            chain = top.obj
+            first = line.split(None, 1)[0]
+            if first == "type" and "hook" in line.split():
+                _parse_chain_header(chain, line)
+            elif first == "policy" or first == "devices":
+                pass
+            elif first == "comment" and " " in line and line.endswith('"') and line.count('"') == 2:
+                pass
+            else:
+                chain.rules.append(NftRule(chain.name, lineno, line, handle))
             continue
         words = line.split()
         if top is None:
@@ -450,21 +475,6 @@ def _parse_text(text: str, source: str) -> NftRuleset:
             if delta != 0:
                 raise DumpParseError("unbalanced braces in table body", source=source, line=lineno)
             continue  # table-level properties: comment, flags
-        if top.kind == "chain":
-            if delta != 0:
-                raise DumpParseError(
-                    f"unbalanced braces in a rule of chain {top.name} (truncated dump?)", source=source, line=lineno
-                )
-            chain = top.obj
-            if words[0] == "type" and "hook" in words:
-                _parse_chain_header(chain, line)
-            elif words[0] == "policy" or words[0] == "devices":
-                pass
-            elif words[0] == "comment" and len(words) >= 2 and line.endswith('"') and line.count('"') == 2:
-                pass
-            else:
-                chain.rules.append(NftRule(chain=chain.name, line=lineno, text=line, handle=handle))
-            continue
         if top.kind in ("set", "map"):
             nset = top.obj
             if words[0] == "elements" and len(words) >= 3 and words[1] == "=" and words[2].startswith("{"):
@@ -753,14 +763,14 @@ _OPS = {"==", "!=", "<", ">", "<=", ">="}
 _BINOPS = {"&", "|", "^", "and", "or", "xor"}
 
 
-@dataclass
+@frozen
 class _Cond:
     selector: str
     negated: bool
     value: str
 
 
-@dataclass
+@frozen
 class _Action:
     kind: str  # goto jump drop reject accept return vmap numgen dnat masq update mark none
     target: Optional[str] = None  # chain (goto/jump), map (vmap), set (update)
@@ -769,7 +779,7 @@ class _Action:
     dnat: Optional[Tuple[str, Optional[int]]] = None
 
 
-@dataclass
+@frozen
 class _Analysed:
     conds: List[_Cond]
     action: _Action
@@ -806,7 +816,53 @@ def _set_values(value: str) -> List[str]:
     return [p.strip() for p in v.split(",") if p.strip()]
 
 
-def analyse_rule(text: str) -> _Analysed:  # noqa: C901 - a small recursive-descent reader
+# kube-proxy's most common rule shapes, read in one match: conditions `SELECTOR FIELD [!=] VALUE`, then
+# `jump X`, `goto X`, `dnat to X` or `numgen random mod N vmap { 0 : goto A, ... }`, then an optional
+# comment. A 10,000-service table holds 220,000 rules, nearly all of these shapes. Anything else (and any
+# value the general reader would take for a keyword) goes to the general reader below, which gives the
+# same result (tests/test_nft.py checks both ways agree on every fixture rule and on mutations).
+_FAST_RULE = re.compile(
+    r"((?:(?:ip|ip6|meta|th|tcp|udp|sctp) [a-z0-9]+ (?:!= )?[0-9A-Za-z][0-9A-Za-z.:/_-]* )*)"
+    r"(?:(jump|goto) ([^\s\",{}]+)|dnat to ([^\s\",{}]+)|numgen random mod (\d+) vmap \{ ([^{}\"]*) \})"
+    r'(?: comment "([^"]*)")?\Z'
+)
+_FAST_COND = re.compile(r"(\S+ \S+) (!= )?(\S+) ")
+_FAST_ENTRY = re.compile(r"\d+ : (?:goto|jump) [^\s\",{}]+\Z")
+_NOT_VALUES = frozenset({"set", "vmap"}) | _OPS | _BINOPS
+
+
+def _analyse_fast(text: str) -> Optional[_Analysed]:
+    """analyse_rule for the common shapes (see _FAST_RULE); None for anything else."""
+    m = _FAST_RULE.match(text)
+    if m is None:
+        return None
+    conds_text, verb, target, dnat_to, mod, entries_text, comment = m.groups()
+    conds = []
+    if conds_text:
+        for sel, neg, value in _FAST_COND.findall(conds_text):
+            if value in _NOT_VALUES:
+                return None
+            conds.append(_Cond(sel, bool(neg), value))
+    if verb is not None:
+        action = _Action(verb, target=target)
+    elif dnat_to is not None:
+        action = _Action("dnat", dnat=_parse_dnat(dnat_to))
+    else:
+        parts = entries_text.split(", ")
+        if not all(_FAST_ENTRY.match(p) for p in parts):
+            return None
+        action = _Action(
+            "numgen", mod=int(mod), entries=tuple((k, v) for k, _, v in (p.partition(" : ") for p in parts))
+        )
+    return _Analysed(conds, action, None, comment)
+
+
+def analyse_rule(text: str) -> _Analysed:
+    """What a rule tests and does (the general reader, after the fast path for common shapes)."""
+    return _analyse_fast(text) or _analyse_general(text)
+
+
+def _analyse_general(text: str) -> _Analysed:  # noqa: C901 - a small recursive-descent reader
     toks = _tokens(text)
     comment = None
     if len(toks) >= 2 and toks[-2] == "comment" and toks[-1].startswith('"'):
@@ -980,7 +1036,7 @@ def _parse_dnat(target: str) -> Optional[Tuple[str, Optional[int]]]:
 _CLASSES = ("pod", "node", "external")
 
 
-@dataclass(frozen=True)
+@frozen  # (slots: a 10,000-service map makes a million of these)
 class _Out:
     kind: str  # forward | drop | reject | fall
     weight: float
@@ -1034,8 +1090,17 @@ def _is_global(ip: str) -> bool:
 
 
 class _Resolver:
-    def __init__(self, table: NftTable, node: str, findings: Dict[Tuple[str, str], Tuple[Finding, Optional[str]]]):
+    def __init__(
+        self,
+        table: NftTable,
+        node: str,
+        findings: Dict[Tuple[str, str], Tuple[Finding, Optional[str]]],
+        paths: bool = True,
+    ):
         self.table = table
+        # Hops are kept for a trace of one Service, which prints them; a map of every Service prints none
+        # (at 10,000 services they would be most of what it holds).
+        self.paths = paths
         self.node = node
         self.findings = findings
         self.analysed: Dict[Tuple[str, int], _Analysed] = {}
@@ -1248,7 +1313,7 @@ class _Resolver:
                 continue  # only returning clients match; new connections go on
             if not all(self.cond_matches(c, cls, rule.line, name) for c in a.conds):
                 continue
-            hop = Hop(name, rule.line, rule.text)
+            hop = (Hop(name, rule.line, rule.text),) if self.paths else ()
             if act.kind in ("goto", "jump"):
                 sub = self.eval_chain(act.target or "", cls)
                 cont = 0.0
@@ -1256,13 +1321,13 @@ class _Resolver:
                     if o.kind == "fall" and act.kind == "jump":
                         cont += o.weight
                         continue
-                    outs.append(o.scaled(remaining, (hop,), affinity))
+                    outs.append(o.scaled(remaining, hop, affinity))
                 remaining *= cont
             elif act.kind in ("drop", "reject"):
-                outs.append(_Out(act.kind, remaining, (hop,)))
+                outs.append(_Out(act.kind, remaining, hop))
                 remaining = 0.0
             elif act.kind in ("accept", "return"):
-                outs.append(_Out("fall", remaining, (hop,)))
+                outs.append(_Out("fall", remaining, hop))
                 remaining = 0.0
             elif act.kind == "numgen":
                 buckets: Dict[str, int] = {}
@@ -1275,7 +1340,7 @@ class _Resolver:
                 for verdict, count in buckets.items():
                     share = remaining * count / act.mod
                     for o in self.eval_verdict(verdict, cls):
-                        outs.append(o.scaled(share, (hop,), affinity))
+                        outs.append(o.scaled(share, hop, affinity))
                 missing = act.mod - len(covered)
                 if missing:
                     self.finding(
@@ -1296,7 +1361,7 @@ class _Resolver:
                     )
                     continue
                 ip, port = act.dnat[0], int(act.dnat[1])
-                outs.append(_Out("forward", remaining, (hop,), (ip, port), affinity, local))
+                outs.append(_Out("forward", remaining, hop, (ip, port), affinity, local))
                 remaining = 0.0
             else:  # vmap inside a service chain, snat, ...
                 self.finding(
@@ -1351,8 +1416,16 @@ class _Resolver:
     ) -> Tuple[Optional[Route], Optional[Route], Optional[Route]]:
         """Routes for the three source classes (pod, node, external)."""
         routes: List[Optional[Route]] = []
+        last: Optional[List[_Out]] = None
         for cls in _CLASSES:
-            outs = [o.scaled(1.0, entry) for o in self.eval_verdict(verdict, cls)]
+            base = self.eval_verdict(verdict, cls)
+            if base is last and all(o.kind != "fall" for o in base):
+                # The walk never looked at the source (one memoised list for every class) and nothing
+                # fell through to a class-worded finding: the same route.
+                routes.append(routes[-1])
+                continue
+            last = base
+            outs = [o.scaled(1.0, entry) for o in base] if entry else base
             resolved: List[_Out] = []
             for o in outs:
                 if o.kind != "fall":
@@ -1546,7 +1619,7 @@ def _firewall_routes(
             )
     if drop_hop is None:
         return None
-    fw_path = fw_entry + (drop_hop,)
+    fw_path = fw_entry + ((drop_hop,) if resolver.paths else ())
     routes: List[Route] = []
     if external is not None:
         for cidr in allowed:
@@ -1555,8 +1628,18 @@ def _firewall_routes(
     return routes
 
 
-def resolve_nft(ruleset: NftRuleset, node: str, source_kind: str = "file", only: Optional[str] = None) -> NodeDataPlane:
-    """What kube-proxy's nftables tables say, per service port. ``only`` ("ns/name") keeps one Service."""
+def resolve_nft(
+    ruleset: NftRuleset,
+    node: str,
+    source_kind: str = "file",
+    only: Optional[str] = None,
+    paths: Optional[bool] = None,
+) -> NodeDataPlane:
+    """What kube-proxy's nftables tables say, per service port. ``only`` ("ns/name") keeps one Service.
+    ``paths``: keep each route's hops (the rules it takes); by default only for one Service (a trace
+    prints them, a map does not)."""
+    if paths is None:
+        paths = only is not None
     info = NodeInfo(name=node, source=source_kind, proxy_mode="nftables", iptables_backend=None)
     findings: Dict[Tuple[str, str], Tuple[Finding, Optional[str]]] = {}
     tables = ruleset.kube_proxy_tables()
@@ -1567,7 +1650,7 @@ def resolve_nft(ruleset: NftRuleset, node: str, source_kind: str = "file", only:
     detectors: List[str] = []
     nodeport_addresses: List[str] = []
     for table in tables:
-        resolver = _Resolver(table, node, findings)
+        resolver = _Resolver(table, node, findings, paths=paths)
         resolver.check_rules()
         resolver.reachability()
         for cidr in resolver.detector_cidrs:
@@ -1629,6 +1712,8 @@ def _resolve_table(  # noqa: C901 - the dispatch maps, one after another
         return nset.elements if nset is not None else []
 
     def entry_hops(map_name: str, elem: NftElement) -> Tuple[Hop, ...]:
+        if not resolver.paths:
+            return ()
         return resolver.dispatch_hop(map_name) + (Hop(map_name, elem.line, elem.text),)
 
     for map_name in (SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, FIREWALL_IPS):

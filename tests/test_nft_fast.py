@@ -1,0 +1,96 @@
+"""The nftables rule reader's fast path (`nft._analyse_fast`) against its general reader.
+
+`analyse_rule` reads kube-proxy's common rule shapes with one regex and everything else with the general
+recursive-descent reader. Wherever the fast path answers, its answer must be the general reader's.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubectl_svcnet.dataplane.nft import _analyse_fast, _analyse_general, analyse_rule, parse_nft
+from tests.golden import FIXTURES, load_expected
+from tests.kpwriter.nft import transaction_lines, write_nft
+
+
+def _rule_texts() -> List[str]:
+    """Every rule of every nftables dump fixture, as the parser keeps it, and every rule kube-proxy's
+    writer (tests/kpwriter) makes for each fixture's objects."""
+    out: List[str] = []
+    for path in sorted((FIXTURES / "nftables").rglob("dump.*")):
+        ruleset = parse_nft(path.read_text(), str(path))
+        out += [r.text for t in ruleset.tables for c in t.chains.values() for r in c.rules]
+    for exp in sorted((FIXTURES / "nftables").rglob("expected.json")):
+        for line in transaction_lines(write_nft(load_expected(exp.parent))):
+            if line.startswith("add rule "):
+                out.append(line.split(" ", 5)[5])
+    return out
+
+
+RULES = _rule_texts()
+
+
+def test_fast_and_general_readers_agree_on_every_fixture_rule():
+    fast = 0
+    for text in RULES:
+        a = _analyse_fast(text)
+        if a is not None:
+            fast += 1
+            assert a == _analyse_general(text), text
+        assert analyse_rule(text) == _analyse_general(text), text
+    # The shapes the fast path exists for really take it (else this test proves nothing).
+    assert fast >= 100, (fast, len(RULES))
+    shapes = {"jump", "goto", "dnat", "numgen"}
+    assert shapes <= {_analyse_fast(t).action.kind for t in RULES if _analyse_fast(t) is not None}
+
+
+def test_fast_path_leaves_keywords_to_the_general_reader():
+    """Values the general reader takes for keywords (set, vmap, operators) or for composite selectors."""
+    for text in (
+        "meta mark set 0x4000 jump x",
+        "ip saddr == 10.0.0.1 jump x",
+        "ip daddr . meta l4proto . th dport vmap @service-ips",
+        "meta mark and 0x4000 == 0 return",
+        'iifname "eth0" goto x',
+        "ip saddr @affinity-x goto endpoint-y",
+        "numgen inc mod 2 vmap { 0 : goto a, 1 : goto b }",
+        "numgen random mod 2 vmap { 0 : goto a,  1 : goto b }",
+        "meta l4proto tcp dnat to 10.0.0.1:80 fully-random",
+    ):
+        assert _analyse_fast(text) is None, text
+        assert analyse_rule(text) == _analyse_general(text)
+
+
+_WORDS = [
+    "ip", "ip6", "meta", "th", "tcp", "saddr", "daddr", "dport", "l4proto", "!=", "==", "set", "vmap",
+    "jump", "goto", "dnat", "to", "numgen", "random", "mod", "{", "}", ":", ",", "0", "1", "2", ".",
+    "10.0.0.1", "10.0.0.0/8", "[fd00::1]:80", "10.0.0.1:80", "mark-for-masquerade", "comment", '"c"',
+    "tcp,", "and", "@set", "x",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fast_and_general_readers_agree_on_mutations(data):
+    base = data.draw(st.sampled_from(RULES))
+    words = base.split(" ")
+    for _ in range(data.draw(st.integers(0, 3))):
+        op = data.draw(st.sampled_from(["swap", "drop", "insert", "space"]))
+        if not words:
+            break
+        i = data.draw(st.integers(0, len(words) - 1))
+        if op == "swap":
+            words[i] = data.draw(st.sampled_from(_WORDS))
+        elif op == "drop":
+            del words[i]
+        elif op == "insert":
+            words.insert(i, data.draw(st.sampled_from(_WORDS)))
+        else:
+            words[i] = words[i] + " "
+    text = " ".join(words)
+    a = _analyse_fast(text)
+    if a is not None:
+        assert a == _analyse_general(text), text

@@ -7,12 +7,13 @@ Start-up time counts (kubectl runs the plugin for every call): the offline path 
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 import click
 
 from kubectl_svcnet import __version__
-from kubectl_svcnet.errors import ExitStatus, SvcnetError, UsageError
+from kubectl_svcnet.errors import ExitStatus, NotFoundError, SvcnetError, UsageError
 
 OUTPUTS = ("table", "wide", "json", "yaml")
 
@@ -49,15 +50,16 @@ _INPUT_OPTIONS = [
     click.option("--via", type=click.Choice(["ssh", "pod"]), default="ssh", show_default=True,
                  help="Reach nodes over SSH, or through a short-lived privileged pod per node (deleted after)."),
     click.option("--image", default="nicolaka/netshoot:v0.13", show_default=True, metavar="IMAGE",
-                 help="--via pod: the debug pod's image (needs iptables-save, nft, ipvsadm, ipset, gzip)."),
+                 help="The debug pod's image (needs iptables-save, nft, ipvsadm, ipset, gzip)."),
     click.option("--pod-namespace", metavar="NS",
-                 help="--via pod: where debug pods run (default: the context's namespace; must allow privileged)."),
+                 help="Where debug pods run (default: the context's namespace; must allow privileged)."),
     click.option("--pod-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
-                 help="--via pod: seconds for a debug pod to start running."),
+                 help="Seconds for a debug pod to start running."),
     click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True,
                  help="Output format."),
-    click.option("--no-headers", is_flag=True, help="Print tables without headers (findings go to stderr)."),
-    click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors."),
+    click.option("--no-headers", is_flag=True,
+                 help="Table rows only: no headers; trace's paths, findings, checks and logs go to stderr."),
+    click.option("--debug", is_flag=True, help="Show a traceback with an error (for bug reports)."),
 ]  # fmt: skip
 
 
@@ -82,6 +84,104 @@ def _input_options(f):
         f.__click_params__ = []
     f.__click_params__.extend(_INPUT_PARAMS)
     return f
+
+
+# --help puts the shared options in sections, after the command's own ones (click keeps them in one list).
+_SECTIONS = {
+    "Input (default: the live cluster)": ("from_file", "snapshot"),
+    "Cluster": ("kubeconfig", "context", "cluster", "user", "request_timeout"),
+    "Nodes": ("nodes", "node_selector", "address_type", "parallel", "via"),
+    "SSH (--via ssh)": ("ssh_user", "ssh_port", "ssh_keys", "ssh_config", "ssh_known_hosts", "ssh_jump", "sudo",
+                        "ssh_insecure", "ssh_connect_timeout", "ssh_timeout"),
+    "Debug pod (--via pod)": ("image", "pod_namespace", "pod_timeout"),
+    "Output": ("output", "no_headers", "debug", "help"),
+}  # fmt: skip
+_CLUSTER = _SECTIONS["Cluster"]
+_NODE_ACCESS = _SECTIONS["Nodes"] + _SECTIONS["SSH (--via ssh)"] + _SECTIONS["Debug pod (--via pod)"]
+
+
+def _format_examples(examples: str, formatter: click.HelpFormatter) -> None:
+    """kubectl's Examples section: `# what it does` above each command line, not rewrapped."""
+    if examples:
+        with formatter.section("Examples"):
+            for line in examples.strip("\n").splitlines():
+                formatter.write(" " * formatter.current_indent + line + "\n" if line else "\n")
+
+
+class _Command(click.Command):
+    """A command whose --help reads as kubectl's: what it does, Examples, then its options in sections.
+    `unused`: shared options the command takes but does not use — left out of --help, and a warning
+    when given (see _warn_unused)."""
+
+    def __init__(self, *args, examples: str = "", unused: Sequence[str] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.examples = examples
+        self.unused = frozenset(unused)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _format_examples(self.examples, formatter)
+        records: dict = {}
+        for param in self.get_params(ctx):
+            rv = param.get_help_record(ctx)
+            if rv is not None and param.name not in self.unused:
+                section = next((k for k, names in _SECTIONS.items() if param.name in names), "Options")
+                records.setdefault(section, []).append(rv)
+        for section in ["Options", *_SECTIONS]:
+            if records.get(section):
+                with formatter.section(section):
+                    formatter.write_dl(records[section])
+
+
+class _Group(click.Group):
+    """The plugin: Examples in its --help, and its commands in the README's order, not sorted."""
+
+    command_class = _Command
+    order = ("map", "trace", "nodes", "ranges", "snapshot", "version")
+    examples = ""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(self.commands, key=lambda c: self.order.index(c) if c in self.order else len(self.order))
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _format_examples(self.examples, formatter)
+        super().format_options(ctx, formatter)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """A reader that stopped reading (`| head`) ends the run quietly and successfully; click would
+        exit 1 without a word."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+            ctx.exit(0)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        formatter.write_text('Use "kubectl svcnet COMMAND --help" for more about a command.')
+
+
+def _warn_unused(offline: bool) -> None:
+    """One stderr warning naming the options given on the command line that this run does not use: the
+    live cluster's and the nodes' options with --from-file/--snapshot, and a command's `unused` ones."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    unused = set(getattr(ctx.command, "unused", ()))
+    if offline:
+        unused.update(_CLUSTER + _NODE_ACCESS)
+    given = [
+        max(p.opts, key=len)
+        for p in ctx.command.params
+        if p.name in unused
+        and ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
+    if given:
+        why = "they are for reading a live cluster" if offline else f"`{ctx.info_name}` does not use them"
+        click.echo(f"warning: ignored: {', '.join(given)} ({why})", err=True)
 
 
 def _live_options(o: dict, namespace: Optional[str], all_namespaces: bool):
@@ -118,6 +218,7 @@ def _read_inputs(o: dict, namespace: Optional[str] = None, all_namespaces: bool 
 
     if o["from_file"] and o["snapshot"]:
         raise UsageError("use either --from-file or --snapshot, not both")
+    _warn_unused(offline=bool(o["from_file"] or o["snapshot"]))
     if o["snapshot"]:
         return files.read_snapshot(o["snapshot"]), namespace
     if o["from_file"]:
@@ -141,55 +242,111 @@ def _finish(problems: List[str], status: ExitStatus) -> None:
         raise SystemExit(int(status))
 
 
-def _emit(result, output: str, no_headers: bool, paths: bool = False) -> None:
+def _emit(result, output: str, no_headers: bool, paths: bool = False, namespace: Optional[str] = None) -> None:
     from kubectl_svcnet.render import render
 
-    render(result.service_map, sys.stdout, output, no_headers, err=sys.stderr, paths=paths)
+    render(result.service_map, sys.stdout, output, no_headers, err=sys.stderr, paths=paths, namespace=namespace)
     _finish(result.problems, result.status)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def svcnet() -> None:
-    """Where does SERVICE-IP:PORT go? kube-proxy's rules on every node, mapped to pods."""
+    """Where does SERVICE-IP:PORT go? kube-proxy's rules on every node, mapped to pods.
+
+    Reads the live cluster (the API as kubectl does, then each node over SSH or through a debug pod),
+    or offline a node's dump (--from-file) or a snapshot directory (--snapshot)."""
 
 
-@svcnet.command()
+svcnet.examples = """
+# Where the Service web's connections go, on every node, with the rules that send them
+kubectl svcnet trace web -n shop
+# Every Service IP:port on every node, from one node's iptables-save output
+kubectl svcnet map --from-file node1=iptables-save.txt
+# Each node's kube-proxy: mode, backend, last sync (no SSH: a debug pod per node)
+kubectl svcnet nodes --via pod
+"""
+
+
+@svcnet.command(short_help="Print the plugin's version.")
 def version() -> None:
     """Print the plugin's version."""
     click.echo(f"kubectl-svcnet {__version__}")
 
 
-@svcnet.command("map")
+@svcnet.command(
+    "map",
+    short_help="Every Service IP:port and where it goes, on every node.",
+    examples="""
+# Every Service in the context's namespace, live (-A: every namespace)
+kubectl svcnet map
+# A node's dump, saved on the node with `iptables-save > node1.txt` (or nft, ipvsadm-save)
+kubectl svcnet map --from-file node1=node1.txt
+# A snapshot directory (`kubectl svcnet snapshot DIR`), one namespace, as JSON
+kubectl svcnet map --snapshot ./snap -n kube-system -o json
+""",
+)
 @_input_options
-@click.option("-n", "--namespace", metavar="NS", help="Only services in this namespace (live: the context's).")
-@click.option("-A", "--all-namespaces", is_flag=True, help="Services in every namespace (the default offline).")
+@click.option(
+    "-n",
+    "--namespace",
+    metavar="NS",
+    help="Only Services in this namespace (default: live, the context's; offline, every namespace).",
+)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Services in every namespace.")
 def map_cmd(namespace, all_namespaces, **o) -> None:
-    """Map every Service IP:port to pod IP:port, on every node."""
+    """Map every Service IP:port (ClusterIP, node port, external and load-balancer IP) to the pod IP:port
+    it is translated to, on every node, with each backend's share of new connections."""
     from kubectl_svcnet.app import build_map
 
     inputs, ns = _read_inputs(o, namespace, all_namespaces)
     _warn(inputs)
-    result = build_map(inputs, namespace=None if all_namespaces else ns)
-    _emit(result, o["output"], o["no_headers"])
+    only_ns = None if all_namespaces else ns
+    result = build_map(inputs, namespace=only_ns)
+    _emit(result, o["output"], o["no_headers"], namespace=only_ns)
 
 
-@svcnet.command()
-@click.argument("name")
+@svcnet.command(
+    short_help="One Service: every port on every node, with the chain path.",
+    examples="""
+# Where db-service's connections go, on every node, and the rules that send them there
+kubectl svcnet trace db-service
+# A Service in another namespace (the same as: trace kube-dns -n kube-system)
+kubectl svcnet trace kube-system/kube-dns
+# From a dump read on stdin
+ssh node1 sudo iptables-save | kubectl svcnet trace web -n shop --from-file node1=-
+# With kube-proxy's recent log lines about the Service, from a snapshot
+kubectl svcnet trace web --snapshot ./snap --logs
+""",
+)
+@click.argument("name", metavar="[NAMESPACE/]NAME")
 @_input_options
 @click.option("-n", "--namespace", metavar="NS", help="The Service's namespace (default: the context's, or default).")
 @click.option("--logs", is_flag=True, help="Add kube-proxy's recent log lines on this Service or a failed sync.")
 @click.option("--log-lines", type=click.IntRange(1, 10000), default=20, show_default=True, metavar="N",
               help="With --logs: at most N lines per node (the most recent).")  # fmt: skip
 def trace(name, namespace, logs, log_lines, **o) -> None:
-    """One Service: all its ports, on every node, with the chain path each connection takes."""
+    """One Service: all its ports, on every node, with the chain path each connection takes (each hop
+    CHAIN:LINE of the rule taken, to hold against the node's own iptables-save or nft output)."""
     from kubectl_svcnet.app import build_map
 
+    if not name.strip() or name.count("/") > 1 or name.strip().startswith("/") or name.strip().endswith("/"):
+        raise UsageError(f"invalid Service name {name!r}: give NAME or NAMESPACE/NAME")
     if "/" in name:
-        namespace, _, name = name.partition("/")
+        ns, _, name = name.partition("/")
+        if namespace and namespace != ns:
+            raise UsageError(f"{ns}/{name} is in namespace {ns}, but -n says {namespace}: give one of them")
+        namespace = ns
     inputs, ns = _read_inputs(o, namespace, service=name)
     _warn(inputs)
     service = f"{ns or 'default'}/{name}"
-    result = build_map(inputs, only=service)
+    try:
+        result = build_map(inputs, only=service)
+    except NotFoundError as e:  # where it was looked for: the snapshot, or the nodes (counted when many)
+        if o["snapshot"]:
+            e.where = o["snapshot"]
+        elif e.where and e.where.count(", ") >= 5:
+            e.where = f"{e.where.count(', ') + 1} nodes"
+        raise
     if not logs:
         _emit(result, o["output"], o["no_headers"], paths=o["output"] in ("table", "wide"))
         return
@@ -220,10 +377,21 @@ def trace(name, namespace, logs, log_lines, **o) -> None:
     _finish(result.problems, result.status)
 
 
-@svcnet.command()
+@svcnet.command(
+    short_help="Per node: proxy mode, iptables backend, kube-proxy, last sync.",
+    examples="""
+# Every node, live: is kube-proxy's rule set there, current, in the backend it uses?
+kubectl svcnet nodes
+# Without SSH to the nodes: a short-lived privileged pod per node
+kubectl svcnet nodes --via pod
+# From a snapshot, as JSON
+kubectl svcnet nodes --snapshot ./snap -o json
+""",
+)
 @_input_options
 def nodes(**o) -> None:
-    """Per node: proxy mode, iptables backend, kube-proxy version, what its rules hold, and its error."""
+    """Per node: proxy mode, iptables backend, kube-proxy version, how many Service ports and endpoints
+    its rules hold, kube-proxy's last sync (its /healthz), and the node's error."""
     from kubectl_svcnet.app import build_map, node_rows
     from kubectl_svcnet.render import render_nodes
 
@@ -235,30 +403,62 @@ def nodes(**o) -> None:
     _finish(result.problems, result.status)
 
 
-@svcnet.command()
+@svcnet.command(
+    short_help="Save a live cluster's objects and node dumps to replay offline.",
+    examples="""
+# Capture the cluster (objects and every node's dumps), e.g. to attach to a bug report
+kubectl svcnet snapshot ./snap
+# ... and read it back anywhere, without the cluster
+kubectl svcnet map --snapshot ./snap
+# Two nodes only, through debug pods
+kubectl svcnet snapshot ./snap --via pod --node node01 --node node02
+""",
+    unused=("from_file", "snapshot", "output", "no_headers"),
+)
 @click.argument("directory", metavar="DIR")
 @_input_options
 @click.option("-n", "--namespace", metavar="NS", help="Only this namespace's services (default: every namespace).")
 def snapshot(directory, namespace, **o) -> None:
-    """Write everything a live run reads (API objects, each node's dumps) to DIR, to replay with --snapshot."""
+    """Write everything a live run reads (API objects, each node's dumps, kube-proxy's /healthz) to DIR,
+    to replay with --snapshot DIR."""
     from kubectl_svcnet.app import write_snapshot
     from kubectl_svcnet.collect.live import add_range_objects
 
     if o["from_file"] or o["snapshot"]:
         raise UsageError("snapshot reads a live cluster: drop --from-file/--snapshot")
+    root = Path(directory)
+    if root.exists() and not root.is_dir():  # said before the cluster is read, not after
+        raise UsageError(f"snapshot {directory}: exists and is not a directory")
+    earlier = {d.name for d in (root / "nodes").iterdir() if d.is_dir()} if (root / "nodes").is_dir() else set()
     inputs, _ = _read_inputs(dict(o, healthz=True), namespace, all_namespaces=namespace is None, resolve=False)
     add_range_objects(inputs, _live_options(o, namespace, False))  # so `ranges --snapshot` answers as live
     _warn(inputs)
-    written = write_snapshot(inputs, directory)
+    try:
+        written = write_snapshot(inputs, directory)
+    except OSError as e:
+        raise SvcnetError(f"cannot write the snapshot: {e.strerror or e}", where=e.filename or directory) from e
     click.echo(f"wrote {written} files to {directory}", err=True)
+    for name in sorted(earlier - set(inputs.nodes)):  # --snapshot would read them as nodes of this one
+        click.echo(f"warning: {root / 'nodes' / name}: from an earlier snapshot, not this one; remove it", err=True)
     failed = [f"node {n}: {why}" for n, why in sorted(inputs.errors.items())]
     _finish(failed, ExitStatus.PARTIAL if failed else ExitStatus.OK)
 
 
-@svcnet.command("ranges")
+@svcnet.command(
+    "ranges",
+    short_help="Service and pod CIDRs, node-port range, sources and overlaps.",
+    examples="""
+# The live cluster's ranges, and where each was read
+kubectl svcnet ranges
+# From a snapshot, with each source's value and every node's podCIDR
+kubectl svcnet ranges --snapshot ./snap -o wide
+""",
+    unused=("from_file", *_NODE_ACCESS),
+)
 @_input_options
 def ranges_cmd(**o) -> None:
-    """The cluster's service and pod ranges and node-port range, each with its source, and their overlaps."""
+    """The cluster's service CIDRs, pod CIDRs and node-port range, each with the sources it was read from,
+    and checks: overlaps, node addresses inside them, sources that disagree."""
     from kubectl_svcnet.collect import files
     from kubectl_svcnet.errors import InputError
     from kubectl_svcnet.ranges import answers_from_objects, compute_ranges
@@ -267,6 +467,7 @@ def ranges_cmd(**o) -> None:
     from_file, snapshot, output, no_headers = o["from_file"], o["snapshot"], o["output"], o["no_headers"]
     if from_file:
         raise UsageError("ranges reads API objects, not node dumps: give --snapshot DIR, or read the live cluster")
+    _warn_unused(offline=bool(snapshot))
     if snapshot:
         inputs = files.read_snapshot(snapshot)
         if not inputs.objects:
@@ -287,6 +488,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run the command, turn every error into one stderr line and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if not args:  # as kubectl does: the help, on stdout, and success
+        args = ["--help"]
     try:
         svcnet.main(args=args, prog_name="kubectl svcnet", standalone_mode=False)
     except SvcnetError as e:

@@ -164,10 +164,15 @@ def _pod_text(b: Backend, namespace: str) -> str:
     return name if ns == namespace else b.pod
 
 
+def _from_words(source: str) -> str:
+    """Who a route is for, in the plain table's words ("from pods/nodes"; "" for every client)."""
+    return _FROM_WORDS.get(source, f"from {source}")
+
+
 def _note(route: Route, b: Optional[Backend], wide: bool, one_node: bool = True) -> str:
     parts = []
     if not wide:
-        src = _FROM_WORDS.get(route.source, f"from {route.source}")
+        src = _from_words(route.source)
         if src:
             parts.append(src)
     if route.verdict != FORWARD:
@@ -287,9 +292,11 @@ def render(
     no_headers: bool = False,
     err: Optional[IO[str]] = None,
     paths: bool = False,
+    namespace: Optional[str] = None,
 ) -> None:
-    """Write the map to `out` in `fmt`. In table forms, findings follow the table (on `err` with
-    --no-headers, so stdout stays one row per line)."""
+    """Write the map to `out` in `fmt`. In table forms, the chain paths (`paths`, trace) and the findings
+    follow the table (on `err` with --no-headers, so stdout stays one row per line). No rows is said as
+    kubectl says "No resources found": on `err`, naming `namespace` when the map is of one."""
     if fmt == "json":
         write_json(to_dict(m, lazy=True), out)
         return
@@ -300,19 +307,20 @@ def render(
         return
     wide = fmt == "wide"
     rows = table_rows(m, wide)
+    after = err if (no_headers and err is not None) else out  # where the sections after the table go
     if rows:
         out.write(_table(rows, None if no_headers else (WIDE_HEADERS if wide else HEADERS)))
-    elif not no_headers:
-        out.write("No services found.\n")
+    else:
+        where = f" in namespace {namespace}" if namespace else ""
+        (err or out).write(f"No services found{where}.\n")
     if paths:
-        out.write(render_paths(m))
+        after.write(render_paths(m, wide))
     findings = list(m.findings) + [f for v in m.services for f in v.findings]
     if findings:
-        target = err if (no_headers and err is not None) else out
-        if target is out:
-            target.write("\nFINDINGS\n")
+        if after is out:
+            out.write("\nFINDINGS\n" if rows or paths else "FINDINGS\n")
         for f in findings:
-            target.write(finding_line(f) + "\n")
+            after.write(finding_line(f) + "\n")
 
 
 def _hop(h: Hop) -> str:
@@ -325,9 +333,10 @@ def _last_step(route: Route, b: Optional[Backend]) -> str:
     return route.verdict.upper() if route.verdict != FORWARD else "no rule (untranslated)"
 
 
-def render_paths(m: ServiceMap) -> str:
+def render_paths(m: ServiceMap, wide: bool = False) -> str:
     """The chain path per node, as `trace` shows it: each hop is CHAIN:LINE of the rule taken, so
-    it can be matched line by line against the node's own iptables-save / nft output."""
+    it can be matched line by line against the node's own iptables-save / nft output. Who each route
+    is for is worded as the table above says it (NOTE, or -o wide's FROM column)."""
     lines: List[str] = []
     for v in m.services:
         by_node: Dict[str, List[Frontend]] = {}
@@ -337,7 +346,7 @@ def render_paths(m: ServiceMap) -> str:
             lines.append(f"\n{v.key} on {node}:")
             for f in by_node[node]:
                 for r in f.routes:
-                    who = "" if r.source == FROM_ANY else f" from {r.source}"
+                    who = "" if r.source == FROM_ANY else f" from {r.source}" if wide else f" {_from_words(r.source)}"
                     lines.append(f"  {frontend_text(f)}{who}:")
                     prefix = [_hop(h) for h in r.path]
                     items: List[Optional[Backend]] = list(r.backends) or [None]
@@ -348,7 +357,8 @@ def render_paths(m: ServiceMap) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-NODE_HEADERS = ["NODE", "SOURCE", "PROXY MODE", "BACKEND", "KUBE-PROXY", "SERVICE PORTS", "ENDPOINTS", "LAST SYNC",
+# IPTABLES, not BACKEND: in map and trace a backend is where a connection goes (a pod IP:port).
+NODE_HEADERS = ["NODE", "SOURCE", "PROXY MODE", "IPTABLES", "KUBE-PROXY", "SERVICE PORTS", "ENDPOINTS", "LAST SYNC",
                 "NOTE", "ERROR"]  # fmt: skip
 
 

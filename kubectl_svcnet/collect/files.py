@@ -59,12 +59,24 @@ def _read_text(path: Path) -> str:
 
 
 def _decode(data: bytes, path: Path) -> str:
-    """UTF-8 bytes -> str; not UTF-8 is an InputError at its line."""
+    """UTF-8 bytes -> str; not UTF-8 is an InputError at its line (with a hint for compressed files)."""
     try:
         return str(data, "utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise InputError("not text (invalid UTF-8)", where=f"{path}:{line}") from e
+        hint = None
+        for magic, name, tool in _COMPRESSED:
+            if data.startswith(magic):
+                hint = f"the file is {name}-compressed: decompress it first ({tool} {path})"
+                break
+        raise InputError("not text (invalid UTF-8)", where=f"{path}:{line}", hint=hint) from e
+
+
+# Compressed files as people save dumps (`iptables-save | gzip > dump.gz`): named in the error's hint.
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "zcat"), (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"), (b"\xfd7zXZ", "xz", "xzcat"),
+               (b"BZh", "bzip2", "bzcat"))  # fmt: skip
+
+_EMPTY_DUMP = "empty file (iptables-save prints nothing to stdout when not run as root)"
 
 
 def parse_from_file(spec: str) -> Tuple[Optional[str], str]:
@@ -76,20 +88,52 @@ def parse_from_file(spec: str) -> Tuple[Optional[str], str]:
 
 
 def read_from_files(specs: List[str], stdin_text: Optional[str] = None) -> Inputs:
+    """`--from-file [NODE=]PATH` ...: each file's text under its node (files with the same NODE are one
+    node). A file that is not there, a directory, stdin twice, or two different files that would both
+    be named after their file name are usage errors; an empty file is a warning (its node's error follows)."""
     inputs = Inputs()
+    named_after: Dict[str, Path] = {}  # node -> the file it was named after (no NODE=)
+    stdin_read = False
     for spec in specs:
         node, path = parse_from_file(spec)
+        if spec.startswith("=") and not Path(spec).exists():
+            raise UsageError(
+                f"--from-file {spec}: the node name before '=' is empty", hint="--from-file takes [NODE=]PATH"
+            )
         if path == "-":
+            if stdin_read:
+                raise UsageError("--from-file -: stdin can be read only once", hint="save the other dumps to files")
+            stdin_read = True
             text = stdin_text if stdin_text is not None else sys.stdin.read()
             source = "<stdin>"
             node = node or "stdin"
         else:
             p = Path(path)
+            if p.is_dir():
+                raise UsageError(f"--from-file {path}: is a directory, not a dump file",
+                                 hint=f"a snapshot directory is read with --snapshot {path}")  # fmt: skip
             if not p.is_file():
                 raise UsageError(f"no such file: {path}", hint="--from-file takes [NODE=]PATH")
-            text = _read_text(p)
+            try:
+                text = _read_text(p)
+            except InputError as e:
+                label = node or p.name.split(".")[0] or p.name
+                raise InputError(f"node {label}: {e.message}", where=e.where, hint=e.hint) from e
             source = str(p)
-            node = node or p.name.split(".")[0] or p.name
+            if node is None:
+                node = p.name.split(".")[0] or p.name
+                other = named_after.setdefault(node, p)
+                if other.resolve() != p.resolve() and other.name == p.name:
+                    # node01/dump.txt and node02/dump.txt are two nodes, not one node's IPv4 and IPv6 dumps.
+                    a, b = other.parent.name, p.parent.name
+                    if not a or not b or a == b:
+                        a, b = "NODE1", "NODE2"
+                    raise UsageError(
+                        f"--from-file {other} and {p} would both be node {node}",
+                        hint=f"name each file's node: --from-file {a}={other} --from-file {b}={p}",
+                    )
+        if not text or text.isspace():  # (strip() would copy a big dump)
+            inputs.warnings.append(f"{source}: {_EMPTY_DUMP}")
         inputs.nodes.setdefault(node, []).append((text, source))
         inputs.source_kind[node] = "file"
     return inputs
@@ -146,7 +190,12 @@ def read_snapshot(directory: str) -> Inputs:
     inputs = Inputs()
     for p in sorted(root.iterdir()):
         if p.is_file() and p.suffix in OBJECT_SUFFIXES:
-            inputs.objects.extend(load_objects(p))
+            objs = load_objects(p)
+            if not any(isinstance(o, dict) and o.get("kind") for o in objs):
+                # Empty, or JSON/YAML that is no Kubernetes object: nothing of it is read; say so.
+                what = "is empty" if not objs else "holds no Kubernetes objects (no kind)"
+                inputs.warnings.append(f"{p}: {what}; not read")
+            inputs.objects.extend(objs)
     nodes_dir = root / "nodes"
     if nodes_dir.is_dir():
         for nd in sorted(nodes_dir.iterdir()):
@@ -166,7 +215,13 @@ def read_snapshot(directory: str) -> Inputs:
                     inputs.logs[nd.name] = inputs.logs.get(nd.name, "") + text
                     continue
                 if f.is_file() and not f.name.startswith(SKIP_NAMES) and f.suffix != ".md":
-                    dumps.append((_read_text(f), str(f)))
+                    try:
+                        text = _read_text(f)
+                    except InputError as e:
+                        raise InputError(f"node {nd.name}: {e.message}", where=e.where, hint=e.hint) from e
+                    if not text or text.isspace():  # (strip() would copy a big dump)
+                        inputs.warnings.append(f"{f}: {_EMPTY_DUMP}")
+                    dumps.append((text, str(f)))
             inputs.nodes[nd.name] = dumps
             inputs.source_kind[nd.name] = "snapshot"
             if not dumps:

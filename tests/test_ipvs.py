@@ -13,6 +13,8 @@ import textwrap
 from typing import Any, Dict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubectl_svcnet.dataplane import detect_format, read_node
 from kubectl_svcnet.dataplane.ipvs import (
@@ -484,3 +486,22 @@ def test_truncated_ipvsadm_dump_is_an_error_finding():
     plane = read_node([("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0", "cut.txt")], "n")
     (f,) = [f for f in plane.findings if f.severity == "error"]
     assert f.code == "truncated-dump" and "cut.txt:2" in f.message
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4}){2,4}", fullmatch=True), st.ip_addresses().map(str), st.text())
+)
+def test_ip_text_is_ipaddress_text(host):
+    """The dotted-quad shortcut gives what ipaddress gives, and refuses what it refuses."""
+    import ipaddress
+
+    from kubectl_svcnet.dataplane.ipvs import ip_text
+
+    try:
+        want = str(ipaddress.ip_address(host))
+    except ValueError:
+        with pytest.raises(ValueError):
+            ip_text(host)
+    else:
+        assert ip_text(host) == want

@@ -341,11 +341,9 @@ def trace(name, namespace, logs, log_lines, **o) -> None:
     service = f"{ns or 'default'}/{name}"
     try:
         result = build_map(inputs, only=service)
-    except NotFoundError as e:  # where it was looked for: the snapshot, or the nodes (counted when many)
+    except NotFoundError as e:  # where it was looked for: the snapshot (app.not_found counts many nodes)
         if o["snapshot"]:
             e.where = o["snapshot"]
-        elif e.where and e.where.count(", ") >= 5:
-            e.where = f"{e.where.count(', ') + 1} nodes"
         raise
     if not logs:
         _emit(result, o["output"], o["no_headers"], paths=o["output"] in ("table", "wide"))

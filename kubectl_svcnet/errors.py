@@ -8,11 +8,16 @@ from typing import Optional
 
 
 class ExitStatus(enum.IntEnum):
+    """The exit status of a run. PARTIAL and INPUT both print what could be answered: PARTIAL when the
+    cluster did not answer everything (a node unreachable, its commands failing, a source refused), INPUT
+    when what the user gave cannot be read (a dump that is not one or is empty, a snapshot's node folder
+    without dumps, a broken object file or kubeconfig)."""
+
     OK = 0
     ERROR = 1  # something failed; nothing useful could be answered
     USAGE = 2  # the command line is wrong
-    PARTIAL = 3  # an answer was printed, but some nodes or inputs failed
-    INPUT = 4  # an input (dump, snapshot) could not be read
+    PARTIAL = 3  # an answer was printed, but some nodes or sources did not answer
+    INPUT = 4  # an input (dump, snapshot, kubeconfig) could not be read; what could be read is printed
 
 
 class SvcnetError(Exception):

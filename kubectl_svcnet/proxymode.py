@@ -26,6 +26,7 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set,
 from kubectl_svcnet.model import ERROR, INFO, WARNING, Finding, NodeDataPlane, frozen
 
 MODE_NONE = "none"  # the JSON contract's proxyMode for a node without any of kube-proxy's rules
+MODE_UNKNOWN = "unknown"  # ... and for a node that could not be read (model.NodeInfo's default)
 KUBE_PROXY_MODES = ("iptables", "ipvs", "nftables", "userspace")
 KUBE_SYSTEM = "kube-system"
 
@@ -373,7 +374,7 @@ class NodeScan:
     """What the diagnosis reads of one node's dumps, given the node's plane: taken while their text is
     at hand, so a live run can keep this and drop the text as each node arrives (`scan_node`)."""
 
-    has_dumps: bool  # False: unreachable, or no dumps (nothing to say about its proxy)
+    has_dumps: bool  # False: unreachable, no dumps, or dumps that could not be read (nothing to say of its proxy)
     markers: FrozenSet[str] = frozenset()  # scan_dump of every dump; only taken when the plane holds no Service
     other_modes: FrozenSet[str] = frozenset()  # kube-proxy modes whose rules sit in dumps of another format
 
@@ -433,6 +434,9 @@ def diagnose(planes: Sequence[NodeDataPlane], inputs: ProxyInputs) -> Tuple[List
     findings: List[Finding] = []
     for plane in planes:
         node = plane.info.name
+        if plane.info.error is not None and plane.info.proxy_mode == MODE_UNKNOWN:
+            out_planes.append(plane)  # never read (a dump that is not one): its error says why, not a finding
+            continue
         scan = inputs.scans.get(node) or scan_node(plane, list(inputs.dumps.get(node) or ()))
         if not scan.has_dumps:  # unreachable, or no dumps: nothing to say about its proxy
             out_planes.append(plane)

@@ -162,7 +162,9 @@ def kubeconfig_files(kubeconfig: Optional[str] = None, env: Optional[Mapping[str
     env = os.environ if env is None else env
     if kubeconfig:
         path = os.path.expanduser(kubeconfig)
-        if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise UsageError(f"kubeconfig {kubeconfig} is a directory, not a kubeconfig file", where="--kubeconfig")
+        if not os.path.exists(path):
             raise UsageError(f"kubeconfig {kubeconfig} does not exist", where="--kubeconfig")
         return [path]
     listed = env.get("KUBECONFIG", "")
@@ -194,12 +196,22 @@ def load_kubeconfig(files: Sequence[str]) -> KubeConfig:
     seen: Dict[str, set] = {"clusters": set(), "users": set(), "contexts": set()}
     for path in files:
         try:
-            with open(path, encoding="utf-8") as f:
-                doc = yaml.safe_load(f)
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as e:
             raise InputError(f"cannot read kubeconfig: {e.strerror or e}", where=path) from e
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise InputError(f"invalid kubeconfig: {str(e).splitlines()[0]}", where=path) from e
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:  # a binary or compressed file: say so, not the codec's words
+            line = data[: e.start].count(b"\n") + 1
+            raise InputError("invalid kubeconfig: not text (invalid UTF-8)", where=f"{path}:{line}") from e
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else path
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise InputError(f"invalid kubeconfig: {what}", where=where) from e
         if doc is None:
             continue
         if not isinstance(doc, dict):

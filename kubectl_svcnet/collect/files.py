@@ -76,8 +76,6 @@ def _decode(data: bytes, path: Path) -> str:
 _COMPRESSED = ((b"\x1f\x8b", "gzip", "zcat"), (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"), (b"\xfd7zXZ", "xz", "xzcat"),
                (b"BZh", "bzip2", "bzcat"))  # fmt: skip
 
-_EMPTY_DUMP = "empty file (iptables-save prints nothing to stdout when not run as root)"
-
 
 def parse_from_file(spec: str) -> Tuple[Optional[str], str]:
     """`[NODE=]PATH` -> (node or None, path)."""
@@ -90,7 +88,7 @@ def parse_from_file(spec: str) -> Tuple[Optional[str], str]:
 def read_from_files(specs: List[str], stdin_text: Optional[str] = None) -> Inputs:
     """`--from-file [NODE=]PATH` ...: each file's text under its node (files with the same NODE are one
     node). A file that is not there, a directory, stdin twice, or two different files that would both
-    be named after their file name are usage errors; an empty file is a warning (its node's error follows)."""
+    be named after their file name are usage errors; an empty file is its node's error (read_node)."""
     inputs = Inputs()
     named_after: Dict[str, Path] = {}  # node -> the file it was named after (no NODE=)
     stdin_read = False
@@ -132,8 +130,6 @@ def read_from_files(specs: List[str], stdin_text: Optional[str] = None) -> Input
                         f"--from-file {other} and {p} would both be node {node}",
                         hint=f"name each file's node: --from-file {a}={other} --from-file {b}={p}",
                     )
-        if not text or text.isspace():  # (strip() would copy a big dump)
-            inputs.warnings.append(f"{source}: {_EMPTY_DUMP}")
         inputs.nodes.setdefault(node, []).append((text, source))
         inputs.source_kind[node] = "file"
     return inputs
@@ -219,8 +215,6 @@ def read_snapshot(directory: str) -> Inputs:
                         text = _read_text(f)
                     except InputError as e:
                         raise InputError(f"node {nd.name}: {e.message}", where=e.where, hint=e.hint) from e
-                    if not text or text.isspace():  # (strip() would copy a big dump)
-                        inputs.warnings.append(f"{f}: {_EMPTY_DUMP}")
                     dumps.append((text, str(f)))
             inputs.nodes[nd.name] = dumps
             inputs.source_kind[nd.name] = "snapshot"

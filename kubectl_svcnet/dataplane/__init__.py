@@ -17,6 +17,8 @@ NFT_TEXT = "nft"
 NFT_JSON = "nft-json"
 IPVSADM = "ipvsadm"
 IPSET = "ipset"
+# What an empty dump is; `iptables-save > dump.txt` as a user other than root leaves one.
+EMPTY_DUMP = "it is empty (iptables-save prints nothing to stdout when not run as root)"
 _NFT_TABLE = re.compile(r"^table (ip|ip6|inet|arp|bridge|netdev) \S+ \{", re.M)
 
 
@@ -60,12 +62,14 @@ def read_node(
     else:
         only_ipt = only
     for fmt, text, source in formats:
+        if fmt is None and (not text or text.isspace()):  # (strip() would copy a big dump)
+            raise DumpParseError(f"not a kube-proxy dump: {EMPTY_DUMP}", source)
         if fmt is None:
             raise DumpParseError(
                 "not a kube-proxy dump: expected iptables-save, nft list ruleset or nft -j output,"
                 " ipvsadm-save -n or ipset output",
                 source,
-                1 if text.strip() else 0,
+                1,
             )
         if fmt in (IPVSADM, IPSET):
             ipvs_dumps.append((text, source))

@@ -247,3 +247,164 @@ def test_trace_follows_chains_that_are_not_kube_proxys():
     broken = "\n".join(ln for ln in text.split("\n") if "CILIUM_FORWARD -" not in ln and "-A CILIUM" not in ln)
     sparse = parse_iptables_for(broken, "c.txt", "ns1/svc1")
     assert any(f.code == "undefined-chain" for f in sparse.findings)
+
+
+def _node_port_case(jumps: list, family: int = 4) -> str:
+    """One NodePort (30080, one endpoint) behind the given jumps from KUBE-SERVICES to KUBE-NODEPORTS."""
+    ep = "10.180.0.1:80" if family == 4 else "[fd00:10:180::1]:80"
+    nat = "\n".join(
+        [
+            ":KUBE-SERVICES - [0:0]",
+            ":KUBE-NODEPORTS - [0:0]",
+            ":KUBE-EXT-AAAAAAAAAAAAAAAA - [0:0]",
+            ":KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]",
+            ":KUBE-SEP-BBBBBBBBBBBBBBBB - [0:0]",
+            '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            "-A KUBE-EXT-AAAAAAAAAAAAAAAA -j KUBE-SVC-AAAAAAAAAAAAAAAA",
+            '-A KUBE-NODEPORTS -p tcp -m comment --comment "ns1/svc1:p80" -m tcp --dport 30080 '
+            "-j KUBE-EXT-AAAAAAAAAAAAAAAA",
+            '-A KUBE-SEP-BBBBBBBBBBBBBBBB -p tcp -m comment --comment "ns1/svc1:p80" -m tcp -j DNAT '
+            f"--to-destination {ep}",
+        ]
+        + [f'-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" {j}' for j in jumps]
+        + [f'-A KUBE-SVC-AAAAAAAAAAAAAAAA -m comment --comment "ns1/svc1:p80 -> {ep}" -j KUBE-SEP-BBBBBBBBBBBBBBBB']
+    )
+    return dump(nat, tool="iptables-save" if family == 4 else "ip6tables-save")
+
+
+_ADDRTYPE = "-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
+
+
+@pytest.mark.parametrize(
+    "family,jumps,addresses",
+    [
+        (4, [_ADDRTYPE], []),
+        (4, ["-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS"], []),  # localhost node ports off
+        (4, ["-d 192.168.0.2/32 -j KUBE-NODEPORTS"], ["192.168.0.2/32"]),  # --nodeport-addresses
+        (4, ["-d 127.0.0.1/32 -j KUBE-NODEPORTS", "-d 192.168.0.2/32 -j KUBE-NODEPORTS"], None),
+        (4, ["-d 192.168.0.2/32 -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"], ["192.168.0.2/32"]),
+        (6, [_ADDRTYPE], []),
+        (6, ["-m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS"], []),  # every IPv6 node
+        (6, ["-d 2001:db8::2/128 -j KUBE-NODEPORTS"], ["2001:db8::2/128"]),
+    ],
+)
+def test_every_form_of_the_jump_to_node_ports_reaches_them(family, jumps, addresses):
+    plane, routes = routes_of(_node_port_case(jumps, family))
+    ep = "10.180.0.1" if family == 4 else "fd00:10:180::1"
+    assert routes == {("p80", "TCP", "NodePort", None, 30080): [("any", "forward", [(ep, 80, 1.0)])]}
+    assert plane.findings == ()
+    if addresses is not None:
+        assert list(plane.nodeport_addresses) == addresses
+
+
+@pytest.mark.parametrize(
+    "family,jumps",
+    [
+        (4, []),  # TestDisableLocalhostNodePortsIPv4WithNodeAddress: --nodeport-addresses 127.0.0.0/8, off
+        (4, ["-d 127.0.0.1/32 -j KUBE-NODEPORTS"]),  # loopback only: not an address the walk's clients use
+        (6, []),
+        (6, ["-d ::1/128 -j KUBE-NODEPORTS"]),
+        (6, ["-m addrtype --dst-type LOCAL -d ::1/128 -j KUBE-NODEPORTS"]),
+    ],
+)
+def test_a_node_port_no_address_accepts_is_no_frontend(family, jumps):
+    plane, routes = routes_of(_node_port_case(jumps, family))
+    assert routes == {}
+    (svc,) = plane.services
+    assert svc.frontends == ()
+    (f,) = svc.findings
+    assert (f.severity, f.code) == ("warning", "node-port-not-accepted")
+    assert f.message.startswith("NodePort node port 30080: no address of this node accepts it")
+    assert plane.findings == ()  # its chains are not reported as stale
+
+
+def test_a_node_port_whose_chain_returns_is_still_a_frontend():
+    """A node port that is reached but whose chain leads nowhere (damaged) is not "accepted on no
+    address": it is a frontend whose connections pass untranslated, as before."""
+    text = (
+        _node_port_case([_ADDRTYPE])
+        .replace("-A KUBE-SVC-AAAAAAAAAAAAAAAA -m comment", "-A KUBE-SVC-ZZZZ -m comment")
+        .replace(":KUBE-SEP-BBBBBBBBBBBBBBBB - [0:0]", ":KUBE-SEP-BBBBBBBBBBBBBBBB - [0:0]\n:KUBE-SVC-ZZZZ - [0:0]")
+    )
+    plane, routes = routes_of(text)
+    assert routes == {("p80", "TCP", "NodePort", None, 30080): [("any", "forward", [])]}
+    assert "node-port-not-accepted" not in [f.code for s in plane.services for f in s.findings]
+
+
+@pytest.mark.parametrize(
+    "family,loopback",
+    [(4, "127.0.0.0/8"), (6, "::1/128")],
+)
+def test_loopback_masquerade_is_not_the_pod_cidr_detector(family, loopback):
+    """kube-proxy's local-traffic detector is a `! -s CIDR -j KUBE-MARK-MASQ` on a service chain; one for
+    the loopback range (IPv4's 127.0.0.0/8, IPv6's ::1) is not it."""
+    pods = "10.0.0.0/8" if family == 4 else "fd00:10::/64"
+    text = (
+        _node_port_case([_ADDRTYPE], family)
+        .replace(
+            "-A KUBE-EXT-AAAAAAAAAAAAAAAA -j KUBE-SVC-AAAAAAAAAAAAAAAA",
+            f"-A KUBE-SVC-AAAAAAAAAAAAAAAA ! -s {loopback} -j KUBE-MARK-MASQ\n"
+            f"-A KUBE-SVC-AAAAAAAAAAAAAAAA ! -s {pods} -j KUBE-MARK-MASQ\n"
+            "-A KUBE-EXT-AAAAAAAAAAAAAAAA -j KUBE-SVC-AAAAAAAAAAAAAAAA",
+        )
+        .replace(":KUBE-SERVICES - [0:0]", ":KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]")
+    )
+    plane, _ = routes_of(text)
+    assert plane.pod_cidr_detector == pods
+
+
+def _ends(*backends: str):
+    from kubectl_svcnet.dataplane.routes import End
+
+    return [End("forward", b, 80, 1 / len(backends), ()) for b in backends]
+
+
+def test_cluster_route_when_pods_and_the_node_part():
+    """`cluster` is one route for pods and the node itself. Where they part, it shows the node when pods
+    are routed as external clients are (their route is `external`), else the pods; a finding says which
+    (the wording of nft.py's `_combine`)."""
+    from kubectl_svcnet.dataplane.routes import EXTERNAL, LOCAL, POD, group_routes
+
+    every, local = _ends("10.0.0.1", "10.0.0.2"), _ends("10.0.0.2")
+
+    def grouped(pod, node, ext):
+        notes: list = []
+        rs = group_routes({POD: pod, LOCAL: node, EXTERNAL: ext}, notes=notes, where="NodePort node port 30001")
+        return {r.source: sorted(b.ip for b in r.backends) for r in rs}, notes
+
+    # No local-traffic detector: pods are external clients; the node itself short-circuits to every endpoint.
+    rs, notes = grouped(local, every, local)
+    assert rs == {"cluster": ["10.0.0.1", "10.0.0.2"], "external": ["10.0.0.2"]}
+    assert notes == [
+        ("info", "cluster-sources-differ", "NodePort node port 30001: pods and the node itself are routed "
+         "differently; 'cluster' shows the node (pods are treated as external clients)")
+    ]  # fmt: skip
+    # All three differ: `cluster` shows the pods.
+    rs, notes = grouped(_ends("10.0.0.1"), every, local)
+    assert rs == {"cluster": ["10.0.0.1"], "external": ["10.0.0.2"]}
+    assert [n[2].rsplit("'cluster' shows ", 1)[1] for n in notes] == ["pods"]
+    # Pods and the node agree: nothing to say.
+    rs, notes = grouped(every, every, local)
+    assert rs == {"cluster": ["10.0.0.1", "10.0.0.2"], "external": ["10.0.0.2"]} and notes == []
+    # Without `notes` (ipvs.py), the same routes.
+    assert group_routes({POD: local, LOCAL: every, EXTERNAL: local}) == group_routes(
+        {POD: local, LOCAL: every, EXTERNAL: local}, notes=[]
+    )
+
+
+def test_the_resolver_says_when_cluster_shows_the_node():
+    """kube-proxy without a local-traffic detector (TestEnableLocalhostNodePortsIPv4): pods reach the
+    ETP Local node port as external clients do, the node itself reaches every endpoint."""
+    from tests.test_kubeproxy_cases import LOCALHOST_NODEPORTS_IPV4, as_node
+
+    plane, routes = routes_of(as_node(LOCALHOST_NODEPORTS_IPV4["enabled"]), "ns1/svc1")
+    assert routes[("p80", "TCP", "NodePort", None, 30001)] == [
+        ("cluster", "forward", [("10.244.0.1", 80, 0.5), ("10.244.2.1", 80, 0.5)]),
+        ("external", "forward", [("10.244.2.1", 80, 1.0)]),
+    ]
+    (svc,) = plane.services
+    assert [(f.severity, f.code, f.message) for f in svc.findings] == [
+        ("info", "cluster-sources-differ", "NodePort node port 30001: pods and the node itself are routed "
+         "differently; 'cluster' shows the node (pods are treated as external clients)")
+    ]  # fmt: skip

@@ -979,12 +979,6 @@ ONLY_LOCAL_NODEPORTS_CASES = [
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("text", ONLY_LOCAL_NODEPORTS_CASES)
-@pytest.mark.xfail(
-    strict=True,
-    reason="iptables engine: kube-proxy's --nodeport-addresses jump `-d <node IP> -j KUBE-NODEPORTS` (no addrtype "
-    "match) never matches the walk's node-port destination, so the node port is reported as passing untranslated "
-    "and its KUBE-EXT/KUBE-SVL chains as stale",
-)
 def test_nodeport_addresses_node_ip_reaches_node_ports(form, text):
     plane = plane_of(text, form)
     assert [str(ipaddress.ip_network(a)) for a in plane.nodeport_addresses] == ["192.168.0.2/32"]
@@ -1014,12 +1008,6 @@ def test_localhost_nodeports_ipv4_without_local_detector(form, mode):
 @pytest.mark.parametrize(
     "text", [pytest.param(LOCALHOST_NODEPORTS_IPV4[m], id=m) for m in sorted(LOCALHOST_NODEPORTS_IPV4)]
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="routes grouping (kubectl_svcnet/dataplane/routes.py group_routes): when pods and the node itself "
-    "disagree, `cluster` is the pods' result; here pods act as external clients (no local-traffic detector) "
-    "and the node's own short-circuit to every endpoint is lost",
-)
 def test_node_itself_short_circuits_to_all_endpoints_without_local_detector(form, text):
     got = routes(plane_of(text, form), "ns1/svc1:p80")[("NodePort", None, 30001)]
     # "route LOCAL traffic": a connection from the node itself reaches both endpoints. The node is in the
@@ -1030,12 +1018,6 @@ def test_node_itself_short_circuits_to_all_endpoints_without_local_detector(form
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.xfail(
-    strict=True,
-    reason="iptables engine: `-m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS` (every IPv6 node) is "
-    "read as excluding the node's own addresses: only 127.* counts as loopback, so IPv6 node ports pass "
-    "untranslated",
-)
 def test_localhost_nodeports_ipv6(form):
     plane = plane_of(LOCALHOST_NODEPORTS_IPV6, form, family=6)
     got = routes(plane, "ns1/svc1:p80")
@@ -1045,11 +1027,6 @@ def test_localhost_nodeports_ipv6(form):
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.xfail(
-    strict=True,
-    reason="iptables engine: a node port whose KUBE-NODEPORTS chain nothing jumps to is still reported as a "
-    "frontend, with a `forward` route and no backend (passes untranslated)",
-)
 def test_node_port_accepted_on_no_address(form):
     plane = plane_of(NODEPORT_ADDRESSES_ONLY_LOOPBACK, form)
     got = routes(plane, "ns1/svc1:p80")

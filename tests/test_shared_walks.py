@@ -216,3 +216,55 @@ def test_a_walk_reads_chains_only_by_name(tmp_path):
         assert set(chains._reads) == {("c", 2, "KUBE-SERVICES"), ("g", 2, "KUBE-NOPE")}
     finally:
         chains.__class__ = Chains
+
+
+_NODEPORTS_JUMP = (
+    '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this '
+    'chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
+)
+
+
+def _node_ip(text: str, ip: str) -> str:
+    """The node with --nodeport-addresses matching its address `ip`: kube-proxy's jump to KUBE-NODEPORTS
+    names it (`-d IP`, no addrtype match)."""
+    assert _NODEPORTS_JUMP in text
+    return text.replace(_NODEPORTS_JUMP, _NODEPORTS_JUMP.replace("-m addrtype --dst-type LOCAL", f"-d {ip}/32"))
+
+
+def test_nodes_with_addresses_of_their_own_share_what_they_can(tmp_path):
+    # --nodeport-addresses: each node's jump to KUBE-NODEPORTS names its own address. Node ports are
+    # reached on each (not passed untranslated), and the walks that do not depend on the address (the
+    # cluster IPs) are still shared.
+    text = _generated(tmp_path)
+    texts = [_node_ip(text, f"192.168.0.{i}") for i in (2, 3, 4)]
+    planes, shared = together(texts)
+    assert planes == alone(texts)
+    for plane in planes:
+        assert not [f for f in plane.findings if f.code == "unreachable-chain"]
+        nodeports = [f for s in plane.services for f in s.frontends if f.type == "NodePort"]
+        assert nodeports and all(r.backends for f in nodeports for r in f.routes)
+    assert shared.hits >= 2 * (ports(planes[0]) - len(nodeports)), (shared.hits, ports(planes[0]))
+
+
+def test_whether_an_address_is_the_nodes_is_asked(tmp_path):
+    # The same rules, `-d 192.168.0.9 ... -j DROP` before nat's jumps to KUBE-SERVICES, on two nodes: on
+    # the node whose address it is, they drop a node port's packets before they reach KUBE-SERVICES; on
+    # the other, they do not match them. Nothing a walk asks of a table tells the two apart (the walk on
+    # the first asks nothing of KUBE-SERVICES); whether the address is the node's (Walker.node_dst) does.
+    text = _generated(tmp_path)
+    port = re.search(r"^-A KUBE-NODEPORTS -p tcp .*--dport (\d+) ", text, re.M).group(1)
+    guarded = text
+    for hook in ("PREROUTING", "OUTPUT"):
+        jump = f'-A {hook} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
+        drop = f"-A {hook} -d 192.168.0.9/32 -p tcp -m tcp --dport {port} -j DROP\n"
+        assert guarded.count(jump) == 1
+        guarded = guarded.replace(jump, drop + jump)
+    mine, other = _node_ip(guarded, "192.168.0.9"), _node_ip(guarded, "192.168.0.2")
+    for texts in ([mine, other], [other, mine]):
+        planes, shared = together(texts)
+        assert planes == alone(texts)
+        assert planes[0] != planes[1]
+        assert shared.hits > 0
+    (plane,) = alone([mine])
+    (dropped,) = [f for s in plane.services for f in s.frontends if f.type == "NodePort" and f.port == int(port)]
+    assert [(r.source, r.verdict) for r in dropped.routes] == [("any", "drop")]

@@ -31,6 +31,7 @@ from kubectl_svcnet.model import (
     Hop,
     NodeDataPlane,
     NodeInfo,
+    Route,
     ServiceKey,
     ServiceRules,
 )
@@ -581,7 +582,8 @@ class _Recording(Chains):
     """Chains that note what a walk asks of them, for SharedWalks: swapped in as the class of a dump's
     Chains while one service port is resolved, and back to Chains after. Every question the walk can
     ask a table is one of: a chain's rules ("g"), whether a chain exists ("c"), whether it is a
-    dispatch chain ("b"), and what Table.candidates offers a packet ("k")."""
+    dispatch chain ("b"), and what Table.candidates offers a packet ("k"). (The one question a walk
+    asks of the dump but not of a table, whether an address is the node's, the Walker records: "n".)"""
 
     def __getitem__(self, name: str) -> List[Rule]:
         self._reads[("g", self._tpos, name)] = None
@@ -614,9 +616,13 @@ class Table:
     committed: bool = False
     _index: Dict[str, Dict] = field(default_factory=dict)
 
-    def candidates(self, chain: str, dst: Optional[str], dport: Optional[str]) -> List[Rule]:
+    def candidates(
+        self, chain: str, dst: Optional[str], dport: Optional[str], node_addrs: Tuple[str, ...] = ()
+    ) -> List[Rule]:
         """The rules of `chain` that could match a packet to dst:dport, in order. Large chains
-        (KUBE-SERVICES with 10,000 services) are indexed once so a lookup does not scan them."""
+        (KUBE-SERVICES with 10,000 services) are indexed once so a lookup does not scan them. For a
+        node-port packet (dst NODE), rules for any of the node's addresses `node_addrs` (see
+        node_addresses) could match."""
         chains = self.chains
         if chains.__class__ is _Recording:
             # What this returns is noted as one question (SharedWalks): with 10,000 services in
@@ -636,7 +642,10 @@ class Table:
                 idx.setdefault((host, port), []).append(pos)
             self._index[chain] = idx
         positions: List[int] = []
-        keys = {(None, None), (None, dport), (dst, None), (dst, dport)}
+        if dst == NODE:
+            keys = {(host, port) for host in (None,) + node_addrs for port in (None, dport)}
+        else:
+            keys = {(None, None), (None, dport), (dst, None), (dst, dport)}
         for k in keys:
             positions.extend(idx.get(k, ()))
         positions.sort()
@@ -855,7 +864,11 @@ def _parse_lines(
 # ---------------------------------------------------------------------------------------------
 # The walk: follow a new connection through nat (and, if nat leaves it alone, filter) like netfilter.
 
-NODE = "<node-address>"  # the destination of a node-port packet: one of the node's own addresses
+# The destination of a node-port packet: any of the node's own addresses that accepts node ports. It
+# is never a loopback address (localhost node ports, 127.0.0.0/8 or ::1, are not walked); it is an
+# address of type LOCAL (`-m addrtype --dst-type LOCAL`), and each address kube-proxy names as the
+# node's in its jump to KUBE-NODEPORTS (`-d IP`, with --nodeport-addresses; see node_addresses).
+NODE = "<node-address>"
 # Classes of clients (see routes.py). A pod's source is inside the pod CIDR that kube-proxy's "local
 # traffic detector" matches; the node itself has source type LOCAL; an external client matches neither.
 EPS = 1e-9
@@ -929,9 +942,15 @@ def port_matches(spec: str, port: str) -> bool:
 class Walker:
     """Evaluates rules of one dump against packets, memoising whole-chain walks."""
 
-    def __init__(self, dump: IptablesDump, detector: Optional[str], fast: bool = False):
+    def __init__(
+        self, dump: IptablesDump, detector: Optional[str], fast: bool = False, node_addrs: Tuple[str, ...] = ()
+    ):
         self.dump = dump
         self.detector = detector
+        self.node_addrs = node_addrs  # the node's addresses that accept node ports (node_addresses)
+        # While SharedWalks records a walk: where the questions it asks of the dump go (see _Recording;
+        # the walker asks one itself, whether an address is the node's: "n").
+        self.reads: Optional[Dict[tuple, None]] = None
         # Fast mode: marks are not tracked, and a rule whose only effect is on the mark is skipped.
         # Sound where no rule on nat's pre-routing path tests the mark (see `marks_matter_in_nat`):
         # then the mark decides nothing in nat, and only a packet nat leaves untranslated needs the
@@ -993,8 +1012,7 @@ class Walker:
             return False
         if r.dst is not None:
             if pkt.dst == NODE:
-                # A node's own address: only the --nodeport-addresses form (-d X --dst-type LOCAL).
-                hit = r.dst_type == "LOCAL" and not r.dst_type_neg and not r.dst.startswith("127.")
+                hit = self.node_dst(r)
             elif r.dst_host is not None:
                 hit = r.dst_host == pkt.dst
             else:
@@ -1018,6 +1036,19 @@ class Walker:
         if x is not None:
             return self._matches_extra(r, x, pkt)
         return True
+
+    def node_dst(self, r: Rule) -> bool:
+        """Whether the rule's `-d` holds the walk's node address (NODE): never a loopback address, always
+        one of type LOCAL (`-d X -m addrtype --dst-type LOCAL`), else if it holds one of the addresses
+        kube-proxy names as the node's (`-d 192.168.0.2 -j KUBE-NODEPORTS`, --nodeport-addresses)."""
+        d = r.dst
+        if _loopback(d):
+            return False
+        if r.dst_type == "LOCAL" and not r.dst_type_neg:
+            return True
+        if self.reads is not None:
+            self.reads[("n", 0, d)] = None  # the answer is this node's: SharedWalks asks the next node
+        return _holds_node(d, self.node_addrs)
 
     def _matches_extra(self, r: Rule, x: Extra, pkt: Packet) -> bool:
         if x.src_type is not None or x.in_iface is not None:
@@ -1116,7 +1147,7 @@ class Walker:
         if depth > 40:
             self.loops.append(chain)
             return [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
-        rules = self.dump.tables[table].candidates(chain, None if pkt.dst == NODE else pkt.dst, pkt.dport)
+        rules = self.dump.tables[table].candidates(chain, pkt.dst, pkt.dport, self.node_addrs)
         if self.fast:
             # Mark-only rules do nothing in fast mode: drop them once per rule list, not per walk.
             hit = self._live.get(id(rules))
@@ -1226,6 +1257,36 @@ def _in(addr: str, cidr: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=4096)
+def _loopback(cidr: str) -> bool:
+    """Whether an -s/-d value lies in the loopback range: 127.0.0.0/8, or ::1 for IPv6."""
+    try:
+        return net(cidr).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache(maxsize=4096)
+def _holds_node(cidr: str, node_addrs: Tuple[str, ...]) -> bool:
+    """Whether an -s/-d value holds one of the node's addresses (node_addresses)."""
+    return any(_in(a, cidr) for a in node_addrs)
+
+
+def node_addresses(dump: IptablesDump) -> Tuple[str, ...]:
+    """The node's own addresses, as far as its rules name them: those that kube-proxy's jumps to
+    KUBE-NODEPORTS in nat's KUBE-SERVICES name (`-d 192.168.0.2 -j KUBE-NODEPORTS`: one per address
+    that --nodeport-addresses matches), loopback ones left out (see NODE). Without --nodeport-addresses
+    the jump is `-m addrtype --dst-type LOCAL` and names none: then none are known, and none are needed."""
+    nat = dump.tables.get("nat")
+    out: List[str] = []
+    for r in nat.chains.get("KUBE-SERVICES", ()) if nat is not None else ():
+        if r.target == "KUBE-NODEPORTS" and r.dst and not r.dst_neg:
+            host = _host(r.dst)
+            if host is not None and host not in out and not _loopback(host):
+                out.append(host)
+    return tuple(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # From a dump to a NodeDataPlane: find every frontend kube-proxy wrote, walk it once per class of
 # client, and group the results into routes.
@@ -1261,6 +1322,7 @@ class _Seed:
     proto: str
     rank: int  # how sure the type is: comment in nat (2) > filter chain (1)
     chain: Optional[str] = None  # nat chain the frontend rule jumps to
+    origin: Optional[str] = None  # a node port's: the nat chain that holds its rule (KUBE-NODEPORTS)
 
 
 def detect_pod_cidr(dump: IptablesDump) -> Optional[str]:
@@ -1273,7 +1335,7 @@ def detect_pod_cidr(dump: IptablesDump) -> Optional[str]:
         if not chain.startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-XLB-")):
             continue
         for r in nat.chains[chain]:
-            if r.src and _host(r.src) is None and not r.src.startswith("127."):
+            if r.src and _host(r.src) is None and not _loopback(r.src):
                 if (r.src_neg and r.target == "KUBE-MARK-MASQ") or (
                     not r.src_neg and r.target and r.target.startswith("KUBE-SVC-")
                 ):
@@ -1286,7 +1348,7 @@ def _seeds(dump: IptablesDump, only: Optional[str]) -> Tuple[Dict[tuple, _Seed],
     health: Dict[ServiceKey, int] = {}
     nodeport_addrs: List[str] = []
 
-    def add(r: Rule, typ: str, ip: Optional[str], rank: int) -> None:
+    def add(r: Rule, typ: str, ip: Optional[str], rank: int, origin: Optional[str] = None) -> None:
         key = service_key(r.comment, r.proto)
         if key is None or r.dport is None or not r.dport.isdecimal():
             return
@@ -1296,7 +1358,7 @@ def _seeds(dump: IptablesDump, only: Optional[str]) -> Tuple[Dict[tuple, _Seed],
         prev = seeds.get(k)
         if prev is None or rank > prev.rank:
             chain = r.target if r.target and r.target.startswith("KUBE-") else None
-            seeds[k] = _Seed(key, typ, ip, int(r.dport), r.proto or "tcp", rank, chain)
+            seeds[k] = _Seed(key, typ, ip, int(r.dport), r.proto or "tcp", rank, chain, origin)
 
     nat, flt = dump.tables.get("nat"), dump.tables.get("filter")
     if nat is not None:
@@ -1316,7 +1378,7 @@ def _seeds(dump: IptablesDump, only: Optional[str]) -> Tuple[Dict[tuple, _Seed],
         for r in nat.chains.get("KUBE-NODEPORTS", ()):
             if r.target in ("KUBE-MARK-MASQ",):
                 continue
-            add(r, NODE_PORT, None, 2)
+            add(r, NODE_PORT, None, 2, "KUBE-NODEPORTS")
     if flt is not None:
         for r in flt.chains.get("KUBE-SERVICES", ()):
             if r.dst_host is not None:
@@ -1392,8 +1454,10 @@ class _Resolver:
     def __init__(self, dump: IptablesDump):
         self.dump = dump
         self.detector = detect_pod_cidr(dump)
-        self.walker = Walker(dump, self.detector)  # exact: marks tracked
-        self.fast = None if marks_matter_in_nat(dump) else Walker(dump, self.detector, fast=True)
+        self.node_addrs = node_addresses(dump)
+        self.walker = Walker(dump, self.detector, node_addrs=self.node_addrs)  # exact: marks tracked
+        fast = not marks_matter_in_nat(dump)
+        self.fast = Walker(dump, self.detector, fast=True, node_addrs=self.node_addrs) if fast else None
         self._ends_cache: Dict[int, Tuple[List[Outcome], List[End]]] = {}
 
     def forget_service(self) -> None:
@@ -1414,15 +1478,31 @@ class _Resolver:
             return None
         return builtin if t.chains.get(builtin) else None
 
+    def _nat_entry(self, cls: str) -> Optional[str]:
+        """Where a new connection of this class of client enters nat (KUBE-SERVICES in restore input)."""
+        entry = self._entry("nat", "OUTPUT" if cls == LOCAL else "PREROUTING")
+        if entry is None and self.dump.chain("nat", "KUBE-SERVICES") is not None:
+            entry = "KUBE-SERVICES"
+        return entry
+
+    def enters(self, seed: _Seed, classes: List[str], chain: str) -> bool:
+        """Whether a new connection of any of these classes to the seed's frontend enters nat's
+        `chain`. Walked afresh, with no memo (a memoised walk does not revisit the chains it saw)."""
+        probe = Walker(self.dump, self.detector, node_addrs=self.node_addrs)
+        probe.reads = self.walker.reads  # its questions are the walk's too (SharedWalks)
+        dst = seed.ip if seed.ip is not None else NODE
+        for cls in classes:
+            entry = self._nat_entry(cls)
+            if entry is not None:
+                probe.walk("nat", entry, Packet(dst, seed.proto, str(seed.port), cls))
+        return ("nat", chain) in probe.visited
+
     def ends(self, seed: _Seed, cls: str) -> List[End]:
         dst = seed.ip if seed.ip is not None else NODE
         pkt = Packet(dst, seed.proto, str(seed.port), cls)
         w = self.walker
         ends: List[End] = []
-        nat_hook = "OUTPUT" if cls == LOCAL else "PREROUTING"
-        entry = self._entry("nat", nat_hook) or (
-            "KUBE-SERVICES" if self.dump.chain("nat", "KUBE-SERVICES") is not None else None
-        )
+        entry = self._nat_entry(cls)
         if entry is None:
             outcomes = [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
         elif self.fast is not None:
@@ -1537,18 +1617,33 @@ class _Port:
 
 
 def _resolve_port(res: _Resolver, dump: IptablesDump, group: List[_Seed], paths: bool) -> _Port:
-    routes_of, findings_of = [], []
+    routes_of: List[Optional[Tuple[Route, ...]]] = []
+    findings_of = []
     for seed in group:
         classes = [POD, LOCAL, EXTERNAL] + [RANGE_PREFIX + c for c in _ranges(dump, seed, res.detector)]
         per_class = {cls: res.ends(seed, cls) for cls in classes}
+        if seed.origin is not None and _untranslated(per_class) and not res.enters(seed, classes, seed.origin):
+            # No rule leads a connection to the node's addresses to the node port's rule: no address of
+            # the node accepts it (TestDisableLocalhostNodePortsIPv4WithNodeAddress: --nodeport-addresses
+            # 127.0.0.0/8 with localhost node ports off). Not a frontend of this node. Its rules are walked
+            # from their own chain, so that its chains are not reported as stale: they are not live.
+            for cls in classes:
+                res.walker.walk("nat", seed.origin, Packet(NODE, seed.proto, str(seed.port), cls))
+            routes_of.append(None)
+            findings_of.append(((
+                "warning", "node-port-not-accepted", f"{_frontend(seed)}: no address of this node "
+                f"accepts it (no rule leads connections to the node's addresses into {seed.origin}, as when "
+                "kube-proxy's --nodeport-addresses matches none of them): not a frontend here; its chains are "
+                "not live",
+            ),))  # fmt: skip
+            continue
         fe_findings = _drop_unhandled(per_class, seed)
-        routes = group_routes(per_class, paths=paths)
+        routes = group_routes(per_class, paths=paths, notes=fe_findings, where=_frontend(seed))
         for r in routes:
             share = sum(b.probability for b in r.backends)
             if r.backends and share < 1 - 1e-6:
-                where = f"{seed.ip}:{seed.port}" if seed.ip else f"node port {seed.port}"
                 fe_findings.append(
-                    ("warning", "partial-route", f"{seed.type} {where} from {r.source}: {1 - share:.0%} "
+                    ("warning", "partial-route", f"{_frontend(seed)} from {r.source}: {1 - share:.0%} "
                      "of new connections reach no backend (damaged or cut chain?)")
                 )  # fmt: skip
         routes_of.append(routes)
@@ -1570,8 +1665,10 @@ class SharedWalks:
 
     A cluster's nodes hold nearly the same rules: the same KUBE-SVC- and KUBE-SEP- chains, with the
     same text, on every node. What a map says of a service port is a function of what its walk read of
-    the dump: the chains it asked for, whether a chain exists, whether it is a dispatch chain, and
-    which of KUBE-SERVICES' rules Table.candidates offered its packets. It does not depend on line
+    the dump: the chains it asked for, whether a chain exists, whether it is a dispatch chain, which
+    of KUBE-SERVICES' rules Table.candidates offered its packets, and whether an address a node-port
+    packet met in a rule is one of the node's (Walker.node_dst: each node has addresses of its own, so
+    each is a question, not part of the context). It does not depend on line
     numbers (a map keeps no hops), on other service ports (each walks with a fresh memo) or on
     anything else in the dump but what the resolver reads once per dump (family, tables, pod-CIDR
     detector, marks; the `context`). So a walk on one node is recorded as the questions it asked
@@ -1608,7 +1705,7 @@ class _NodeReplay:
         self._visited: List[set] = []
 
     def _sig(self, group: List[_Seed]) -> tuple:
-        return (self.context, tuple((s.key, s.type, s.ip, s.port, s.proto, s.chain) for s in group))
+        return (self.context, tuple((s.key, s.type, s.ip, s.port, s.proto, s.chain, s.origin) for s in group))
 
     def port(self, group: List[_Seed]) -> Optional[_Port]:
         """The service port's resolution from a node whose dump answers its walk's questions alike; else
@@ -1629,6 +1726,7 @@ class _NodeReplay:
         self._visited = [w.visited for w in ws]
         for w in ws:
             w.visited = set()
+            w.reads = self._reads
         return None
 
     def keep(self, group: List[_Seed], port: Optional[_Port]) -> None:
@@ -1642,6 +1740,7 @@ class _NodeReplay:
             visited |= w.visited
             before |= w.visited
             w.visited = before
+            w.reads = None
         if port is None:
             return
         port.visited = visited
@@ -1649,10 +1748,10 @@ class _NodeReplay:
         if [w.unknown_seen for w in ws] != self._unknown or [len(w.loops) for w in ws] != self._loops:
             return  # reported by line, per dump: walk it on every node
         # A chain's rules (or candidates) answer whether it exists and whether it is big, too; and a
-        # small chain's rules, what Table.candidates offers from it.
+        # small chain's rules, what Table.candidates offers from it. ("n" asks of no chain.)
         read = {(r[1], r[2]) for r in self._reads if r[0] in "gk"}
         whole = {(r[1], r[2]) for r in self._reads if r[0] == "g" and not self.tables[r[1]].chains.big(r[2])}
-        reads = tuple(r for r in self._reads if r[0] == "g" or (r[1], r[2]) not in (whole if r[0] == "k" else read))
+        reads = tuple(r for r in self._reads if r[0] in "gn" or (r[1], r[2]) not in (whole if r[0] == "k" else read))
         entries = self.shared.walks.setdefault(self._sig(group), [])
         entries.insert(0, _Walked(reads, self.digest(reads), port))
         del entries[SharedWalks.VARIANTS :]
@@ -1665,8 +1764,14 @@ class _NodeReplay:
         h = hashlib.blake2b(digest_size=16)
         update = h.update
         tables = self.tables
+        node_addrs = self.res.node_addrs
         for read in reads:
             kind, name = read[0], read[2]
+            if kind == "n":  # whether an address is one of the node's (Walker.node_dst)
+                data = b"n1" if _holds_node(name, node_addrs) else b"n0"
+                update(b"%d:" % len(data))
+                update(data)
+                continue
             table = tables[read[1]]  # a dump's tables by position: the same on every node (the context)
             chains: Chains = table.chains  # type: ignore[assignment]
             raw = chains.raw.get(name)  # (every chain there is has one: Chains.declare)
@@ -1679,7 +1784,8 @@ class _NodeReplay:
             elif kind == "g" or raw.n < _INDEXED:  # ("k" of a chain small enough to offer all)
                 data = (b"G" if raw.n >= _INDEXED else b"g") + _chain_key(chains, name, raw)
             else:  # "k": the rules Table.candidates offers
-                data = ("k" + "\n".join(r.text for r in table.candidates(name, read[3], read[4]))).encode()
+                offered = table.candidates(name, read[3], read[4], node_addrs)
+                data = ("k" + "\n".join(r.text for r in offered)).encode()
             update(b"%d:" % len(data))
             update(data)
         return h.digest()
@@ -1733,7 +1839,8 @@ def resolve_iptables(
             fes = services.setdefault(key, [])
             found = svc_findings.setdefault(key, [])
             for seed, routes, fe_findings in zip(group, done.routes, done.findings):
-                fes.append(Frontend(seed.type, seed.ip, seed.port, node, routes))
+                if routes is not None:  # (None: not a frontend of this node; a finding says why)
+                    fes.append(Frontend(seed.type, seed.ip, seed.port, node, routes))
                 found.extend(Finding(sev, code, msg, node) for sev, code, msg in fe_findings)
         unknown: Dict[int, Rule] = {}
         visited: set = set()
@@ -1770,6 +1877,11 @@ def resolve_iptables(
 _CLASS_WORDS = {POD: "pods", LOCAL: "the node itself", EXTERNAL: "external clients"}
 
 
+def _untranslated(per_class: Dict[str, List[End]]) -> bool:
+    """Whether no kube-proxy rule touches any class of client: every connection passes untranslated."""
+    return all(e.verdict == FORWARD and e.ip is None for ends in per_class.values() for e in ends)
+
+
 def _drop_unhandled(per_class: Dict[str, List[End]], seed: _Seed) -> List[Tuple[str, str, str]]:
     """Classes of clients that no kube-proxy rule touches (they pass untranslated, e.g. the node
     itself to an external IP whose REJECT sits only in INPUT/FORWARD) are left out of the routes
@@ -1782,9 +1894,13 @@ def _drop_unhandled(per_class: Dict[str, List[End]], seed: _Seed) -> List[Tuple[
     if EXTERNAL not in per_class:
         per_class[EXTERNAL] = per_class[next(iter(per_class))]
     who = ", ".join(_CLASS_WORDS.get(c, c) for c in unhandled)
-    where = f"{seed.ip}:{seed.port}" if seed.ip else f"node port {seed.port}"
-    return [("info", "not-translated", f"{seed.type} {where}: connections from {who} match no kube-proxy "
+    return [("info", "not-translated", f"{_frontend(seed)}: connections from {who} match no kube-proxy "
              "rule and pass untranslated")]  # fmt: skip
+
+
+def _frontend(seed: _Seed) -> str:
+    """A frontend in a finding's words: "ClusterIP 10.96.0.1:443", "NodePort node port 30001"."""
+    return f"{seed.type} {seed.ip}:{seed.port}" if seed.ip else f"{seed.type} node port {seed.port}"
 
 
 def _unreachable(dump: IptablesDump, visited: set, node: str) -> List[Finding]:

@@ -3,7 +3,9 @@
 A resolver evaluates a frontend once per class of client (a pod, the node itself, an external client,
 an external client inside each allowed load-balancer source range) and hands the results here. Classes
 that end the same way are merged into the fewest routes: `any` when all agree, else `cluster` and
-`external`, with `<CIDR>` routes and `other` when source ranges decide.
+`external`, with `<CIDR>` routes and `other` when source ranges decide. `cluster` is one route for two
+classes, pods and the node itself; where they part (see group_routes), an info finding says which
+one it shows, as nft.py's `_combine` does.
 """
 
 from __future__ import annotations
@@ -103,8 +105,18 @@ def make_route(source: str, ends: Sequence[End], paths: bool = True) -> Route:
     return Route(source=source, verdict=FORWARD, backends=backends, affinity=affinity, path=prefix if paths else ())
 
 
-def group_routes(per_class: Dict[str, Sequence[End]], paths: bool = True) -> Tuple[Route, ...]:
-    """Merge per-class results into the fewest routes the contract can say (`paths`: see make_route)."""
+def group_routes(
+    per_class: Dict[str, Sequence[End]],
+    paths: bool = True,
+    notes: Optional[List[Tuple[str, str, str]]] = None,
+    where: str = "",
+) -> Tuple[Route, ...]:
+    """Merge per-class results into the fewest routes the contract can say (`paths`: see make_route).
+
+    Where pods and the node itself are routed differently, `cluster` shows the node if pods are routed
+    as external clients are (no local-traffic detector: `external` already says what pods get), else
+    the pods; `notes`, if given, gets an info finding (severity, code, message about `where`) that says so.
+    """
     merged: Dict[str, List[End]] = {}
     sig: Dict[str, tuple] = {}
     done: Dict[int, Tuple[Sequence[End], List[End], tuple]] = {}
@@ -122,6 +134,14 @@ def group_routes(per_class: Dict[str, Sequence[End]], paths: bool = True) -> Tup
         return (make_route(FROM_ANY, merged[EXTERNAL if EXTERNAL in merged else next(iter(merged))], paths),)
     routes: List[Route] = []
     cluster_cls = POD if POD in merged else LOCAL
+    if not cluster_same and POD in merged and LOCAL in merged:
+        pods_external = sig[POD] == ext
+        if pods_external:
+            cluster_cls = LOCAL
+        if notes is not None:
+            shows = "the node (pods are treated as external clients)" if pods_external else "pods"
+            msg = f"{where}: pods and the node itself are routed differently; 'cluster' shows {shows}"
+            notes.append(("info", "cluster-sources-differ", msg))
     if sig.get(cluster_cls) != ext or not cluster_same:
         routes.append(make_route(FROM_CLUSTER, merged[cluster_cls], paths))
     for c in ranges:

@@ -381,6 +381,18 @@ def test_api_objects_name_virtual_servers_and_flag_unknown_ones():
     assert [(fe.type, fe.port) for fe in named.frontends] == [("ClusterIP", 80), ("NodePort", 31080)]
     (f,) = [f for f in plane.findings if f.code == "unknown-virtual-server"]
     assert "10.96.0.99:443" in f.message and "ipvsadm.txt:5" in f.message
+    # A trace of the one Service (a live trace reads only it from the API) says nothing of the others.
+    one = ipvs(
+        """\
+        -A -t 10.96.0.10:80 -s rr
+        -a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1
+        -A -t 10.96.0.99:443 -s rr
+        """,
+        cluster=cluster,
+        only="web/front",
+    )
+    assert [str(s.key) for s in one.services] == ["web/front:http"]
+    assert not [f for f in one.findings if f.code == "unknown-virtual-server"]
 
 
 def test_without_ipsets_types_are_guessed():

@@ -903,7 +903,9 @@ def resolve_ipvs(
     if cluster is not None and cluster.services:
         _name_with_cluster(fes, cluster)
         for fe in fes:
-            if fe.key is None:
+            # (Not in a trace: a live one reads only its Service from the API, so every other virtual
+            # server would match none — 10,000 warnings on a big node — and none of them is its.)
+            if fe.key is None and only is None:
                 findings.append(
                     Finding(WARNING, "unknown-virtual-server",
                             f"IPVS virtual server {fe.vs.protocol} {_fmt(fe.vs.ip, fe.vs.port)} matches no Service: "

@@ -43,6 +43,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -459,7 +460,7 @@ def _parse_text(text: str, source: str) -> NftRuleset:
             )
         if top.kind == "table":
             if delta == 1 and words[-1] == "{" and len(words) >= 3:
-                kind, name = words[0], _unquote(words[-2])
+                kind, name = words[0], sys.intern(_unquote(words[-2]))  # (interned: rules name it again)
                 table = top.obj
                 if kind == "chain":
                     chain = NftChain(name=name, line=lineno)
@@ -831,30 +832,52 @@ _FAST_ENTRY = re.compile(r"\d+ : (?:goto|jump) [^\s\",{}]+\Z")
 _NOT_VALUES = frozenset({"set", "vmap"}) | _OPS | _BINOPS
 
 
-def _analyse_fast(text: str) -> Optional[_Analysed]:
-    """analyse_rule for the common shapes (see _FAST_RULE); None for anything else."""
+def _fast_parts(text: str) -> Optional[tuple]:
+    """A common-shape rule's pieces (see _FAST_RULE), checked as the general reader would take them:
+    (conditions as (selector, "!= " or "", value), verb, target, dnat target, mod, vmap entries,
+    comment); None for anything else."""
     m = _FAST_RULE.match(text)
     if m is None:
         return None
     conds_text, verb, target, dnat_to, mod, entries_text, comment = m.groups()
-    conds = []
-    if conds_text:
-        for sel, neg, value in _FAST_COND.findall(conds_text):
-            if value in _NOT_VALUES:
-                return None
-            conds.append(_Cond(sel, bool(neg), value))
+    conds = _FAST_COND.findall(conds_text) if conds_text else ()
+    for _sel, _neg, value in conds:
+        if value in _NOT_VALUES:
+            return None
+    entries = None
+    if entries_text is not None:
+        entries = entries_text.split(", ")
+        if not all(_FAST_ENTRY.match(p) for p in entries):
+            return None
+    return conds, verb, target, dnat_to, mod, entries, comment
+
+
+def _analyse_fast(text: str) -> Optional[_Analysed]:
+    """analyse_rule for the common shapes (see _FAST_RULE); None for anything else."""
+    parts = _fast_parts(text)
+    if parts is None:
+        return None
+    conds, verb, target, dnat_to, mod, entries, comment = parts
     if verb is not None:
         action = _Action(verb, target=target)
     elif dnat_to is not None:
         action = _Action("dnat", dnat=_parse_dnat(dnat_to))
     else:
-        parts = entries_text.split(", ")
-        if not all(_FAST_ENTRY.match(p) for p in parts):
-            return None
         action = _Action(
-            "numgen", mod=int(mod), entries=tuple((k, v) for k, _, v in (p.partition(" : ") for p in parts))
+            "numgen", mod=int(mod), entries=tuple((k, v) for k, _, v in (p.partition(" : ") for p in entries))
         )
-    return _Analysed(conds, action, None, comment)
+    return _Analysed([_Cond(sel, bool(neg), value) for sel, neg, value in conds], action, None, comment)
+
+
+def _fast_leads(parts: tuple) -> Tuple[str, List[str]]:
+    """What a common-shape rule (_fast_parts) does to chains, as its analysis would say: the action's
+    kind and the chains it jumps or goes to (_targets)."""
+    verb, target, entries = parts[1], parts[2], parts[5]
+    if verb is not None:
+        return verb, [target]
+    if entries is not None:
+        return "numgen", [p.rpartition(" ")[2] for p in entries]
+    return "dnat", []
 
 
 def analyse_rule(text: str) -> _Analysed:
@@ -1133,6 +1156,10 @@ class _Resolver:
         problems would not be shown), which on a 10,000-service node is a few rules in a hundred."""
         chains = self.table.chains
         self.own_chains: List[str] = []  # with ``only``: that Service's chains
+        # Without ``only``: each chain's jumps and gotos, and the maps its vmap rules look up, for
+        # reachability (which then reads no rule again). Names interned: most are mark-for-masquerade.
+        self.leads: Dict[str, Tuple[str, ...]] = {}
+        self.vmaps: Dict[str, List[str]] = {}
         for cname, chain in chains.items():
             service = _service_of(cname)
             if only is not None and service is not None:
@@ -1144,8 +1171,31 @@ class _Resolver:
                             if "saddr" in rule.text or "iifname" in rule.text:  # (what _learn_detector reads)
                                 self._learn_detector(cname, self.rule(cname, idx))
                     continue
+            jumps: List[str] = []
             for idx, rule in enumerate(chain.rules):
+                parts = _fast_parts(rule.text)
+                if parts is not None:
+                    # A common shape: no unknown part, no set (its values hold no "@"); only what it
+                    # jumps to is checked, without building its analysis (read again when walked).
+                    kind, targets = _fast_leads(parts)
+                    jumps += targets
+                    for target in targets:
+                        if target not in chains:
+                            self.finding(
+                                ERROR,
+                                "undefined-chain",
+                                f"line {rule.line}: chain {cname}: {kind} to undefined chain {target}",
+                                service,
+                            )
+                    if cname.startswith(("service-", "local-", "external-")) and (
+                        "saddr" in rule.text or "iifname" in rule.text
+                    ):
+                        self._learn_detector(cname, self.rule(cname, idx))
+                    continue
                 a = self.rule(cname, idx)
+                jumps += _targets(a)
+                if a.action.kind == "vmap" and a.action.target:
+                    self.vmaps.setdefault(cname, []).append(a.action.target)
                 if a.unknown is not None:
                     self.finding(
                         WARNING,
@@ -1170,6 +1220,8 @@ class _Resolver:
                             service,
                         )
                 self._learn_detector(cname, a)
+            if only is None:
+                self.leads[cname] = tuple(map(sys.intern, jumps))
         for nset in self.table.sets.values():
             for elem in nset.elements:
                 target = _verdict_target(elem.verdict)
@@ -1213,6 +1265,12 @@ class _Resolver:
             if name in seen or name not in chains or (within is not None and name not in within):
                 continue
             seen.add(name)
+            if within is None:  # (check_rules noted where every chain leads)
+                todo += self.leads[name]
+                for m in self.vmaps.get(name, ()):
+                    if m in self.table.sets:
+                        todo += filter(None, (_verdict_target(e.verdict) for e in self.table.sets[m].elements))
+                continue
             for idx in range(len(chains[name].rules)):
                 a = self.rule(name, idx)
                 todo.extend(_targets(a))
@@ -1798,6 +1856,9 @@ def _resolve_table(  # noqa: C901 - the dispatch maps, one after another
 
     def add(key: ServiceKey, ftype: str, ip: Optional[str], port: int, routes: List[Route]) -> None:
         acc.setdefault(key, {})[(ftype, ip, port)] = _FrontendAcc(ftype, ip, port, tuple(routes))
+        # The frontend's walks are memoised (resolver.memo); the rules they read are let go (a
+        # 10,000-service table holds 220,000, most read by one frontend's walk only).
+        resolver.analysed.clear()
 
     def wanted(key: ServiceKey) -> bool:
         return only is None or key.service == only

@@ -517,3 +517,34 @@ def test_ip_text_is_ipaddress_text(host):
             ip_text(host)
     else:
         assert ip_text(host) == want
+
+
+@pytest.mark.parametrize("combo", sorted(COMBOS))
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[d.name for d in FIXTURES])
+def test_trace_of_each_service_is_its_part_of_the_map(fixture, combo):
+    """A trace reads only its Service's virtual servers from ipvsadm-save; what it says of the
+    Service is what the map says, findings included."""
+    cluster = cluster_from_expected(load_expected(fixture))
+    whole = _read(fixture, combo, cluster)
+    names = sorted({s.key.service for s in whole.services if s.key.namespace})
+    assert names
+    for svc in names:
+        one = _read(fixture, combo, cluster, only=svc)
+        assert one.services == tuple(s for s in whole.services if s.key.service == svc), svc
+        assert set(one.findings) <= set(whole.findings)
+
+
+def test_trace_skips_other_ports_virtual_servers():
+    """The filter is on the virtual server's address and port (or node port): a damaged line of another
+    virtual server is not read in a trace (reading the whole dump refuses it); the Service's all are."""
+    from kubectl_svcnet.dataplane.ipvs import Wanted, parse_ipvsadm
+
+    text = "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1\n-A -t 10.96.0.11:443 -s\n"
+    data = parse_ipvsadm(text, "ipvsadm.txt", wanted=Wanted({("10.96.0.10", "80")}, set()))
+    assert [(vs.ip, vs.port, [r.ip for r in vs.reals]) for vs in data.services.values()] == [
+        ("10.96.0.10", 80, ["10.244.1.2"])
+    ]
+    for wanted in (None, Wanted({("10.96.0.10", "80")}, {"443"}), Wanted({("10.96.0.11", "443")}, set())):
+        with pytest.raises(DumpParseError, match="-s without a value") as e:
+            parse_ipvsadm(text, "ipvsadm.txt", wanted=wanted)
+        assert e.value.line == 3

@@ -43,6 +43,26 @@ def detect_format(text: str) -> Optional[str]:
     return None
 
 
+def _ipvs_wanted(cluster, only: Optional[str]):
+    """For a trace of one Service, the IPVS virtual servers the API's objects say are its (ipvs.Wanted);
+    None when there is no trace or the objects do not hold that Service (then every line is read)."""
+    if only is None or cluster is None:
+        return None
+    from kubectl_svcnet.dataplane.ipvs import Wanted, ip_text
+
+    ns, _, name = only.partition("/")
+    svc = next((s for s in cluster.services if (s.namespace, s.name) == (ns, name)), None)
+    if svc is None:
+        return None
+    addresses = set()
+    for ip in svc.cluster_ips + svc.external_ips + svc.load_balancer_ips:
+        try:
+            addresses.update((ip_text(ip), str(p.port)) for p in svc.ports)
+        except ValueError:
+            return None  # (an address the API should not hold: read everything, as a map would)
+    return Wanted(addresses, {str(p.node_port) for p in svc.ports if p.node_port})
+
+
 def read_node(
     dumps: Sequence[Tuple[str, str]],
     node: str,
@@ -91,7 +111,7 @@ def read_node(
         for d in ipt:
             d.finish()  # the IPVS reader reads whole dumps
 
-        data = parse_ipvs(ipvs_dumps, ipt)
+        data = parse_ipvs(ipvs_dumps, ipt, _ipvs_wanted(cluster, only))
         if data.active or not ipt:
             planes.append(resolve_ipvs(data, node, source_kind, only, cluster))
             ipt = []

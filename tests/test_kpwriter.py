@@ -78,7 +78,8 @@ def test_restore_input_text_matches_fixture(fixture: Path):
         # Those are the ones whose KUBE-SERVICES rules appear without their chains being declared.
         declared = {c[1:].split()[0] for t in parse_restore(want) for c in t[1]}
         unchanged = [
-            s["service"] for s in spec["services"]
+            s["service"]
+            for s in spec["services"]
             if s["endpoints"]
             and svc_chain(s["service"] + (f":{s['port_name']}" if s["port_name"] else ""), s["protocol"])
             not in declared
@@ -131,7 +132,10 @@ def test_setup_text_jump_order():
     text = iptables_setup_text()
     filt = [line for line in text.split("*filter")[1].splitlines() if line.startswith("-A INPUT")]
     assert [line.split("-j ")[-1] for line in filt] == [
-        "KUBE-FIREWALL", "KUBE-PROXY-FIREWALL", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES",
+        "KUBE-FIREWALL",
+        "KUBE-PROXY-FIREWALL",
+        "KUBE-NODEPORTS",
+        "KUBE-EXTERNAL-SERVICES",
     ]
 
 
@@ -141,13 +145,23 @@ def test_itp_local_and_terminating_endpoints():
         "pod_cidr": "10.244.0.0/16",
         "services": [
             {
-                "service": "ns/a", "port_name": "", "protocol": "UDP", "type": "ClusterIP",
+                "service": "ns/a",
+                "port_name": "",
+                "protocol": "UDP",
+                "type": "ClusterIP",
                 "frontends": [{"kind": "ClusterIP", "ip": "10.96.0.5", "port": 53}],
-                "internal_traffic_policy": "Local", "external_traffic_policy": "Cluster",
+                "internal_traffic_policy": "Local",
+                "external_traffic_policy": "Cluster",
                 "endpoints": [
                     {"ip": "10.244.1.2", "port": 53, "local": False},
-                    {"ip": "10.244.0.9", "port": 53, "local": True, "ready": False, "serving": True,
-                     "terminating": True},
+                    {
+                        "ip": "10.244.0.9",
+                        "port": 53,
+                        "local": True,
+                        "ready": False,
+                        "serving": True,
+                        "terminating": True,
+                    },
                 ],
             }
         ],
@@ -155,8 +169,7 @@ def test_itp_local_and_terminating_endpoints():
     text = write_iptables(spec)
     svl = svl_chain("ns/a", "udp")
     assert (
-        '-A KUBE-SERVICES -m comment --comment "ns/a cluster IP" -m udp -p udp -d 10.96.0.5 --dport 53 '
-        f"-j {svl}"
+        f'-A KUBE-SERVICES -m comment --comment "ns/a cluster IP" -m udp -p udp -d 10.96.0.5 --dport 53 -j {svl}'
     ) in text
     assert "--to-destination 10.244.0.9:53" in text
     assert "10.244.1.2:53" not in text  # ITP Local: only the local (serving, terminating) endpoint

@@ -193,7 +193,8 @@ def service_names(inputs: Inputs, cluster: Any = None) -> List[str]:
 
 def similar_services(only: str, names: Sequence[str], limit: int = 3) -> List[str]:
     """What a user who asked for `only` ("ns/name") may have meant, at most `limit`: the same name in
-    other namespaces (the usual mistake: no -n); else close names (difflib), the same namespace's first."""
+    other namespaces (the usual mistake: no -n); else names that start with the one given (`db` for
+    `db-service`), then close names (difflib); the same namespace's first."""
     import difflib
 
     ns, _, name = only.partition("/")
@@ -203,8 +204,10 @@ def similar_services(only: str, names: Sequence[str], limit: int = 3) -> List[st
             by_name.setdefault(full.partition("/")[2], []).append(full)
     if name in by_name:
         return by_name[name][:limit]
-    close = [f for n in difflib.get_close_matches(name, list(by_name), n=limit, cutoff=0.7) for f in by_name[n]]
-    return sorted(close, key=lambda f: f.partition("/")[0] != ns)[:limit]  # (stable: best match first)
+    starting = sorted(n for n in by_name if len(name) >= 2 and n.startswith(name))
+    close = difflib.get_close_matches(name, list(by_name), n=limit, cutoff=0.7)
+    picked = [f for n in dict.fromkeys(starting + close) for f in by_name[n]]
+    return sorted(picked, key=lambda f: f.partition("/")[0] != ns)[:limit]  # (stable: best match first)
 
 
 def kube_proxy_versions(objects: List[dict]) -> Dict[str, str]:

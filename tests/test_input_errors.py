@@ -159,6 +159,7 @@ def test_not_found_names_up_to_five_nodes_then_counts_them():
         (["db-service", "-n", "kube-system"], "did you mean default/db-service?"),  # the wrong namespace
         (["kube-dns"], "did you mean kube-system/kube-dns?"),  # no -n
         (["web-l"], "did you mean default/web-lb, default/web?"),  # closest first
+        (["db"], "did you mean default/db-service?"),  # the start of a name
     ],
 )
 def test_not_found_in_a_snapshot_suggests_close_services(capsys, args, hint):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import List
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubectl_svcnet.dataplane.nft import _analyse_fast, _analyse_general, analyse_rule, parse_nft
+from kubectl_svcnet.errors import DumpParseError
 from tests.golden import FIXTURES, load_expected
 from tests.kpwriter.nft import transaction_lines, write_nft
 
@@ -138,3 +140,34 @@ def test_the_fast_path_changes_no_answer(data):
         mp.setattr(nft, "_fast_parts", lambda text: None)
         slow = _resolved(text)
     assert fast == slow
+
+
+def test_json_read_item_by_item_is_the_json_read_whole():
+    """`nft -j` output is decoded one item of its "nftables" list at a time; anything but that plain
+    shape is decoded whole, as before, and says the same thing."""
+    import json
+
+    from kubectl_svcnet.dataplane.nft import _parse_json_whole
+
+    for path in sorted((FIXTURES / "nftables").rglob("dump.json")):
+        text = path.read_text()
+        assert parse_nft(text, "j") == _parse_json_whole(text, "j")
+        spaced = json.dumps(json.loads(text), indent=2)  # (nft -j prints one line; people reformat it)
+        assert parse_nft(spaced, "j") == _parse_json_whole(spaced, "j")
+    text = (FIXTURES / "nftables" / "overall" / "dump.json").read_text()
+    doc = json.loads(text)
+    for variant in (
+        json.dumps({"other": 1, "nftables": doc["nftables"]}),  # another key first
+        json.dumps({"nftables": []}),
+        text.rstrip() + " x",  # trailing junk
+        text[: len(text) // 2],  # cut
+        text.replace('"rule"', '"rule" "', 1),  # a broken item
+    ):
+        try:
+            want = _parse_json_whole(variant, "j")
+        except DumpParseError as e:
+            with pytest.raises(DumpParseError) as got:
+                parse_nft(variant, "j")
+            assert (got.value.message, got.value.line) == (e.message, e.line)
+        else:
+            assert parse_nft(variant, "j") == want

@@ -645,7 +645,52 @@ def _jstatement(s: Any) -> str:  # noqa: C901 - one small case per nft JSON stat
     return f"?{key}"
 
 
+_JSON_START = re.compile(r'\s*\{\s*"nftables"\s*:\s*\[\s*')
+_JSON_GAP = re.compile(r"\s*")
+
+
+class _NotStreamable(Exception):
+    """The document is not `{"nftables": [...]}` and nothing else, read item by item."""
+
+
+def _json_items(text: str) -> Any:
+    """The items of `nft -j list ruleset`'s top-level "nftables" list, decoded one at a time: a 10,000-
+    service table is one 91 MB line, and decoding it whole holds ~600 MB of objects at once. Raises
+    _NotStreamable (or a decoding error) where the document is anything else; then it is read whole."""
+    m = _JSON_START.match(text)
+    if m is None:
+        raise _NotStreamable()
+    decode = json.JSONDecoder().raw_decode
+    gap = _JSON_GAP.match
+    i = m.end()
+    if text.startswith("]", i):
+        i += 1
+    else:
+        while True:
+            obj, i = decode(text, i)
+            yield obj
+            i = gap(text, i).end()
+            if text.startswith(",", i):
+                i = gap(text, i + 1).end()
+                continue
+            if text.startswith("]", i):
+                i += 1
+                break
+            raise _NotStreamable()
+    i = gap(text, i).end()
+    if not text.startswith("}", i) or text[i + 1 :].strip():
+        raise _NotStreamable()
+
+
 def _parse_json(text: str, source: str) -> NftRuleset:
+    try:
+        return _json_ruleset(_json_items(text), source)
+    except (_NotStreamable, json.JSONDecodeError, RecursionError):
+        # Not the plain shape, or malformed: read whole, which says what is wrong where.
+        return _parse_json_whole(text, source)
+
+
+def _parse_json_whole(text: str, source: str) -> NftRuleset:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -654,9 +699,13 @@ def _parse_json(text: str, source: str) -> NftRuleset:
         raise DumpParseError("malformed JSON: nested too deeply", source=source, line=1) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
         raise DumpParseError('not `nft -j list ruleset` output: no top-level "nftables" list', source=source, line=1)
+    return _json_ruleset(doc["nftables"], source)
+
+
+def _json_ruleset(items: Any, source: str) -> NftRuleset:
     ruleset = NftRuleset(source=source, format="json")
     tables: Dict[Tuple[str, str], NftTable] = {}
-    for index, obj in enumerate(doc["nftables"]):
+    for index, obj in enumerate(items):
         where = f"nftables[{index}]"
         if not isinstance(obj, dict) or len(obj) != 1:
             raise DumpParseError(f"{where}: expected an object with one key", source=source, line=1)

@@ -408,3 +408,38 @@ def test_the_resolver_says_when_cluster_shows_the_node():
         ("info", "cluster-sources-differ", "NodePort node port 30001: pods and the node itself are routed "
          "differently; 'cluster' shows the node (pods are treated as external clients)")
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["node-dump", "restore-input"])
+def test_the_node_itself_meets_the_reject_of_a_node_port_without_endpoints(form):
+    """From the node to its own address a packet goes through filter OUTPUT, then back in through lo
+    and filter INPUT, where kube-proxy's REJECT for a node port without endpoints sits
+    (KUBE-EXTERNAL-SERVICES): rejected like everyone else, not 'passing untranslated'."""
+    from tests.kpwriter.iptables import write_iptables
+    from tests.test_kubeproxy_cases import as_node
+
+    spec = {
+        "node_name": "n1",
+        "pod_cidr": "10.0.0.0/8",
+        "services": [
+            {
+                "service": "ns1/svc1",
+                "port_name": "p80",
+                "protocol": "TCP",
+                "type": "NodePort",
+                "frontends": [
+                    {"kind": "ClusterIP", "ip": "172.30.0.41", "port": 80},
+                    {"kind": "NodePort", "ip": None, "port": 3001},
+                ],
+                "endpoints": [],
+            }
+        ],
+    }
+    text = write_iptables(spec, node_ip="192.168.0.2")
+    plane = read_node([(as_node(text) if form == "node-dump" else text, "d")], "n1")
+    (svc,) = plane.services
+    assert {(fe.type, fe.port): [(r.source, r.verdict) for r in fe.routes] for fe in svc.frontends} == {
+        ("ClusterIP", 80): [("any", "reject")],
+        ("NodePort", 3001): [("any", "reject")],
+    }
+    assert [f.code for f in svc.findings] == []

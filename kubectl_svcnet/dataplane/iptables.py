@@ -1543,24 +1543,34 @@ class _Resolver:
         return ends
 
     def _filter(self, pkt: Packet, cls: str) -> List[End]:
-        hook = "OUTPUT" if cls == LOCAL else ("INPUT" if pkt.dst == NODE else "FORWARD")
+        """What the filter table does to a packet nat left alone: FORWARD for a pod or an external client
+        to a service address, INPUT to one of the node's own addresses, OUTPUT from the node itself —
+        and, from the node to its own address, OUTPUT and then INPUT (the packet comes back in through
+        lo, so kube-proxy's REJECT for a node port without endpoints, in INPUT, meets it too)."""
+        if cls == LOCAL:
+            hooks = ["OUTPUT", "INPUT"] if pkt.dst == NODE else ["OUTPUT"]
+        else:
+            hooks = ["INPUT" if pkt.dst == NODE else "FORWARD"]
         flt = self.dump.tables.get("filter")
         if flt is None:
             return [End(FORWARD, None, None, 1.0, ())]
-        chains = [hook] if flt.chains.get(hook) else [c for c in _FILTER_FALLBACK[hook] if c in flt.chains]
         ends: List[End] = []
         pending = [(1.0, pkt, ())]
-        for chain in chains:
-            nxt = []
-            for prob, p, path in pending:
-                for o in self.walker.walk("filter", chain, p):
-                    if o.kind in ("REJECT", "DROP"):
-                        ends.append(End(o.kind.lower(), None, None, prob * o.prob, path + o.path))
-                    elif o.kind == "ACCEPT":
-                        ends.append(End(FORWARD, None, None, prob * o.prob, path + o.path))
-                    else:
-                        nxt.append((prob * o.prob, p.with_marks(apply_marks(o.markop, p.marks)), path))
-            pending = nxt
+        for hook in hooks:
+            chains = [hook] if flt.chains.get(hook) else [c for c in _FILTER_FALLBACK[hook] if c in flt.chains]
+            passed = []  # accepted by this hook: on to the next
+            for chain in chains:
+                nxt = []
+                for prob, p, path in pending:
+                    for o in self.walker.walk("filter", chain, p):
+                        if o.kind in ("REJECT", "DROP"):
+                            ends.append(End(o.kind.lower(), None, None, prob * o.prob, path + o.path))
+                        elif o.kind == "ACCEPT":
+                            passed.append((prob * o.prob, p.with_marks(apply_marks(o.markop, p.marks)), path + o.path))
+                        else:
+                            nxt.append((prob * o.prob, p.with_marks(apply_marks(o.markop, p.marks)), path))
+                pending = nxt
+            pending = passed + pending
         for prob, _, path in pending:
             ends.append(End(FORWARD, None, None, prob, path))
         return ends

@@ -889,3 +889,63 @@ def test_ten_thousand_services_is_linear() -> None:
     assert len(plane.services) == n
     assert codes(plane) == []
     assert elapsed < 30, elapsed
+
+
+def test_source_ranges_that_hold_pods_and_the_node_keep_their_short_circuit() -> None:
+    """externalTrafficPolicy Local behind loadBalancerSourceRanges that hold the pod CIDR and the node's
+    address: pods and the node pass the firewall and are short-circuited to every endpoint, as without
+    ranges ('cluster'); an external client from a range reaches only the local endpoint."""
+    svc, ext, loc, fw = (f"{p}-42NFTM6N-ns2/svc2/tcp/p80" for p in ("service", "external", "local", "firewall"))
+    ep_a, ep_b = (
+        f"endpoint-{h}-ns2/svc2/tcp/p80__{ip}/80" for h, ip in (("AAAAAAAA", "10.180.0.1"), ("BBBBBBBB", "10.180.2.1"))
+    )
+    text = v4(
+        cluster_ips="172.30.0.42",
+        service_ips=f"1.2.3.4 . tcp . 80 : goto {ext},\n            172.30.0.42 . tcp . 80 : goto {svc}",
+        firewall_ips=f"1.2.3.4 . tcp . 80 : goto {fw}",
+        chains=f"""
+        chain {svc} {{
+            ip daddr 172.30.0.42 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
+            {numgen(ep_a, ep_b)}
+        }}
+
+        chain {ext} {{
+            ip saddr 10.0.0.0/8 goto {svc} comment "short-circuit pod traffic"
+            fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"
+            fib saddr type local goto {svc} comment "short-circuit local traffic"
+            goto {loc}
+        }}
+
+        chain {loc} {{
+            {numgen(ep_b)}
+        }}
+
+        chain {ep_a} {{
+            ip saddr 10.180.0.1 jump mark-for-masquerade
+            meta l4proto tcp dnat to 10.180.0.1:80
+        }}
+
+        chain {ep_b} {{
+            ip saddr 10.180.2.1 jump mark-for-masquerade
+            meta l4proto tcp dnat to 10.180.2.1:80
+        }}
+
+        chain {fw} {{
+            ip saddr != {{ 192.168.0.0/24, 10.0.0.0/8 }} drop
+        }}
+        """,
+    )
+    plane = plane_of(text)
+    rules = service(plane, ServiceKey("ns2", "svc2", "p80", "TCP"))
+    lb = routes_by_source(frontend(rules, "LoadBalancer", "1.2.3.4", 80))
+    assert set(lb) == {"cluster", "192.168.0.0/24", "10.0.0.0/8", "other"}
+    assert shares(lb["cluster"]) == {("10.180.0.1", 80): 0.5, ("10.180.2.1", 80): 0.5}
+    assert shares(lb["192.168.0.0/24"]) == shares(lb["10.0.0.0/8"]) == {("10.180.2.1", 80): 1.0}
+    assert lb["other"].verdict == "drop"
+    assert "firewall-cluster-partial" not in codes(plane)
+    # Ranges that hold neither: pods and the node are dropped with everyone else ("other").
+    narrow = plane_of(text.replace("192.168.0.0/24, 10.0.0.0/8", "203.0.113.0/24"))
+    lb = routes_by_source(
+        frontend(service(narrow, ServiceKey("ns2", "svc2", "p80", "TCP")), "LoadBalancer", "1.2.3.4", 80)
+    )
+    assert set(lb) == {"203.0.113.0/24", "other"}

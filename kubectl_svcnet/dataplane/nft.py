@@ -1154,6 +1154,15 @@ def _key_from_comment(comment: Optional[str], protocol: str) -> Optional[Service
     return ServiceKey(ns, name, port, protocol.upper())
 
 
+def _cidr_within(inner: str, outer: str) -> bool:
+    """Whether address or CIDR `inner` lies inside CIDR `outer` (False for anything unreadable)."""
+    try:
+        a, b = ipaddress.ip_network(inner, strict=False), ipaddress.ip_network(outer.strip(), strict=False)
+    except ValueError:
+        return False
+    return a.version == b.version and a.subnet_of(b)  # type: ignore[arg-type]
+
+
 def _is_global(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_global
@@ -1763,8 +1772,18 @@ def _combine(
 
 
 def _firewall_routes(
-    resolver: _Resolver, fw_entry: Tuple[Hop, ...], verdict: str, external: Optional[Route], where: str, service: str
+    resolver: _Resolver,
+    fw_entry: Tuple[Hop, ...],
+    verdict: str,
+    external: Optional[Route],
+    where: str,
+    service: str,
+    cluster: Optional[Route] = None,
 ) -> Optional[List[Route]]:
+    """The routes of a frontend behind loadBalancerSourceRanges: one per allowed range (what an external
+    client from it gets), then "other" dropped. Pods and the node itself meet the same check; where a
+    range holds them (the pod CIDR, a node address) and they are routed otherwise than external clients
+    (`cluster`: externalTrafficPolicy Local short-circuits them to every endpoint), they get theirs."""
     target = _verdict_target(verdict)
     table = resolver.table
     if target is None or target not in table.chains:
@@ -1791,6 +1810,23 @@ def _firewall_routes(
         return None
     fw_path = fw_entry + ((drop_hop,) if resolver.paths else ())
     routes: List[Route] = []
+    if cluster is not None and allowed:
+        pods = [c for c in resolver.detector_cidrs if any(_cidr_within(c, r) for r in allowed)]
+        table_ips = table.sets[NODEPORT_IPS].elements if NODEPORT_IPS in table.sets else ()
+        node = [e.key[0] for e in table_ips if any(_cidr_within(e.key[0], r) for r in allowed)]
+        if pods or node:
+            routes.append(
+                Route(FROM_CLUSTER, cluster.verdict, cluster.backends, cluster.affinity, fw_path + cluster.path)
+            )
+            if not (pods and node) and resolver.detector_cidrs:
+                who = "the node itself" if pods else "pods"
+                resolver.finding(
+                    INFO,
+                    "firewall-cluster-partial",
+                    f"{where}: loadBalancerSourceRanges let in {'pods' if pods else 'the node itself'} but not "
+                    f"{who}; 'cluster' is for the ones let in",
+                    service,
+                )
     if external is not None:
         for cidr in allowed:
             routes.append(Route(cidr, external.verdict, external.backends, external.affinity, fw_path + external.path))
@@ -1928,8 +1964,9 @@ def _resolve_table(  # noqa: C901 - the dispatch maps, one after another
         if fw is None:
             return routes
         external_view = next((r for r in routes if r.source in (FROM_ANY, FROM_EXTERNAL)), None)
+        cluster_view = next((r for r in routes if r.source == FROM_CLUSTER), None)
         fw_routes = _firewall_routes(
-            resolver, entry_hops(FIREWALL_IPS, fw), fw.verdict or "", external_view, where, key.service
+            resolver, entry_hops(FIREWALL_IPS, fw), fw.verdict or "", external_view, where, key.service, cluster_view
         )
         return fw_routes if fw_routes is not None else routes
 

@@ -4,7 +4,6 @@ stdout that holds only the answer, and tables that read the same way everywhere.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import re
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_svcnet.cli import main
+from tests.clirun import Run, svcnet
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-cluster"
@@ -23,27 +22,6 @@ OVERALL = ROOT / "tests" / "fixtures" / "kube-proxy" / "iptables" / "modern-over
 NODE01 = SEED / "nodes" / "node01" / "iptables-nft-save.txt"
 NODE02 = SEED / "nodes" / "node02" / "iptables-nft-save.txt"
 COMMANDS = ["map", "trace", "nodes", "ranges", "snapshot", "version"]
-
-
-class Run:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-
-def svcnet(capsys, *args: str, stdin: str = "") -> Run:
-    """The plugin in-process, as `kubectl svcnet ARGS` runs it: exit status, stdout, stderr."""
-    capsys.readouterr()
-    old = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.stdin = old
-    out, err = capsys.readouterr()
-    return Run(code, out, err)
 
 
 def one_error(r: Run, start: str) -> str:

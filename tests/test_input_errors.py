@@ -6,22 +6,20 @@ is one clear line naming the file."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 
 from kubectl_svcnet import proxymode
 from kubectl_svcnet.app import build_map, similar_services
-from kubectl_svcnet.cli import main
 from kubectl_svcnet.collect import api, files
 from kubectl_svcnet.dataplane import read_node
 from kubectl_svcnet.errors import DumpParseError, ExitStatus, InputError, NotFoundError, UsageError
 from kubectl_svcnet.model import NodeDataPlane, NodeInfo
+from tests.clirun import Run
+from tests.clirun import svcnet as run_svcnet
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-cluster"
@@ -33,31 +31,11 @@ NO_KUBE_PROXY = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 EMPTY_SAYS = "not a kube-proxy dump: it is empty (iptables-save prints nothing to stdout when not run as root)"
 
 
-class Run:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def errors(self) -> List[str]:
-        return [ln for ln in self.err.splitlines() if ln.startswith("error: ")]
-
-    def hint(self) -> str:
-        return next((ln for ln in self.err.splitlines() if ln.startswith("hint: ")), "")
-
-
 def svcnet(capsys, *args: str) -> Run:
-    """`kubectl svcnet ARGS` in-process: exit status, stdout, stderr."""
-    capsys.readouterr()
-    old, sys.stdin = sys.stdin, io.StringIO("")
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.stdin = old
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return Run(code, out, err)
+    """`kubectl svcnet ARGS` in-process (tests.clirun), and never a traceback."""
+    r = run_svcnet(capsys, *args)
+    assert "Traceback" not in r.err
+    return r
 
 
 def seed_copy(tmp_path: Path) -> Path:

@@ -46,13 +46,14 @@ import functools
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import pytest
 
 from kubectl_svcnet.dataplane import read_node
 from kubectl_svcnet.model import NodeDataPlane, Route
 from tests.kpwriter import sort_iptables_rules, split_syncs, write_iptables
+from tests.kpwriter.spec import service_port
 from tests.test_kubeproxy_cases import as_node
 
 UPSTREAM = "kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go (library id 191206484, v1.31+ revision)"
@@ -100,30 +101,7 @@ def ep(ip: str, port: int = 80, node: Optional[str] = None, ready: bool = True, 
     }
 
 
-def svc(name: str, cluster_ip: str, port: int = 80, *, port_name: str = "p80", protocol: str = "TCP",
-        type: str = "ClusterIP", node_port: int = 0, external_ips: Tuple[str, ...] = (),
-        lb_ips: Tuple[str, ...] = (), etp: Optional[str] = None, itp: Optional[str] = None,
-        source_ranges: Tuple[str, ...] = (), hc: int = 0, endpoints: Tuple[Dict[str, Any], ...] = (),
-        ) -> Dict[str, Any]:  # fmt: skip
-    """One service port as the spec holds it (name is "ns/svc")."""
-    fronts: List[Dict[str, Any]] = [{"kind": "ClusterIP", "ip": cluster_ip, "port": port}]
-    if node_port:
-        fronts.append({"kind": "NodePort", "ip": None, "port": node_port})
-    fronts += [{"kind": "ExternalIP", "ip": ip, "port": port} for ip in external_ips]
-    fronts += [{"kind": "LoadBalancer", "ip": ip, "port": port} for ip in lb_ips]
-    return {
-        "service": name,
-        "port_name": port_name,
-        "protocol": protocol,
-        "type": type,
-        "frontends": fronts,
-        "external_traffic_policy": etp,
-        "internal_traffic_policy": itp,
-        "session_affinity": None,
-        "load_balancer_source_ranges": list(source_ranges),
-        "health_check_node_port": hc,
-        "endpoints": list(endpoints),
-    }
+svc = service_port
 
 
 def spec(*services: Dict[str, Any], family: int = 4, detector: bool = True) -> Dict[str, Any]:

@@ -52,7 +52,7 @@ import ipaddress
 import re
 import shutil
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -69,6 +69,7 @@ from kubectl_svcnet.model import (
     Route,
 )
 from tests.kpwriter import write_nft
+from tests.kpwriter.spec import service_port
 
 UPSTREAM_COMMIT = "81810de635aa13aa0a32992f6def3aa9d6025ebc"
 UPSTREAM_FILE = "pkg/proxy/nftables/proxier_test.go"
@@ -140,41 +141,7 @@ def ep(
     }
 
 
-def svc(
-    name: str,
-    cluster_ip: str,
-    port: int = 80,
-    *,
-    port_name: str = "p80",
-    protocol: str = "TCP",
-    type: str = "ClusterIP",
-    node_port: Optional[int] = None,
-    external_ips: Sequence[str] = (),
-    lb_ips: Sequence[str] = (),
-    etp: str = "Cluster",
-    itp: str = "Cluster",
-    source_ranges: Sequence[str] = (),
-    endpoints: Sequence[Dict[str, Any]] = (),
-) -> Dict[str, Any]:
-    """One service port in the fixtures' expected.json shape (what kpwriter reads)."""
-    fronts: List[Dict[str, Any]] = [{"kind": "ClusterIP", "ip": cluster_ip, "port": port}]
-    if node_port:
-        fronts.append({"kind": "NodePort", "ip": None, "port": node_port})
-    fronts += [{"kind": "ExternalIP", "ip": ip, "port": port} for ip in external_ips]
-    fronts += [{"kind": "LoadBalancer", "ip": ip, "port": port} for ip in lb_ips]
-    return {
-        "service": name,
-        "port_name": port_name,
-        "protocol": protocol,
-        "type": type,
-        "frontends": fronts,
-        "external_traffic_policy": etp,
-        "internal_traffic_policy": itp,
-        "session_affinity": None,
-        "load_balancer_source_ranges": list(source_ranges),
-        "health_check_node_port": None,
-        "endpoints": list(endpoints),
-    }
+svc = service_port
 
 
 def spec(*services: Dict[str, Any], pod_cidr: Optional[str] = POD_CIDR) -> Dict[str, Any]:

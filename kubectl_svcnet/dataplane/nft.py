@@ -384,6 +384,9 @@ class _Frame:
         self.obj = obj
 
 
+_CHAIN_WORDS = ("type", "policy", "devices", "comment")  # what a chain's body holds besides rules
+
+
 def _parse_text(text: str, source: str) -> NftRuleset:
     ruleset = NftRuleset(source=source, format="text")
     stack: List[_Frame] = []
@@ -401,6 +404,11 @@ def _parse_text(text: str, source: str) -> NftRuleset:
         if not line:
             continue
         last_line = lineno
+        if line == "}" and elements is None:  # (a block's end: a third of a big table's lines)
+            if not stack:
+                raise DumpParseError("'}' without an open block", source=source, line=lineno)
+            stack.pop()
+            continue
         if '"' in line:
             delta = _brace_delta(line)
             if delta is None:
@@ -433,15 +441,16 @@ def _parse_text(text: str, source: str) -> NftRuleset:
                     f"unbalanced braces in a rule of chain {top.name} (truncated dump?)", source=source, line=lineno
                 )
             chain = top.obj
-            first = line.split(None, 1)[0]
-            if first == "type" and "hook" in line.split():
-                _parse_chain_header(chain, line)
-            elif first == "policy" or first == "devices":
-                pass
-            elif first == "comment" and " " in line and line.endswith('"') and line.count('"') == 2:
-                pass
-            else:
-                chain.rules.append(NftRule(chain.name, lineno, line, handle))
+            if line.startswith(_CHAIN_WORDS):  # (else a rule: no need to split it)
+                first = line.split(None, 1)[0]
+                if first == "type" and "hook" in line.split():
+                    _parse_chain_header(chain, line)
+                    continue
+                if first == "policy" or first == "devices":
+                    continue
+                if first == "comment" and " " in line and line.endswith('"') and line.count('"') == 2:
+                    continue
+            chain.rules.append(NftRule(chain.name, lineno, line, handle))
             continue
         words = line.split()
         if top is None:

@@ -546,3 +546,19 @@ def test_every_failure_is_one_api_error_line(emu, tmp_path, name):
     cause = err.__cause__
     client = ("kubernetes", "urllib3")
     assert cause is None or isinstance(cause, ValueError) or type(cause).__module__.startswith(client)
+
+
+def test_a_failing_clean_up_step_is_logged_not_raised(caplog):
+    """Closing the client or releasing a connection after the answer is read never fails the run; what
+    went wrong is kept as a debug log line (not swallowed)."""
+    import logging
+
+    from kubectl_svcnet.collect.api import _best_effort
+
+    def broken() -> None:
+        raise OSError("connection reset")
+
+    with caplog.at_level(logging.DEBUG, logger="kubectl_svcnet.collect.api"):
+        _best_effort(broken, "closing the API client")
+    (rec,) = [r for r in caplog.records if r.name == "kubectl_svcnet.collect.api"]
+    assert rec.getMessage() == "closing the API client failed" and "connection reset" in caplog.text

@@ -105,11 +105,8 @@ class Session:
 
     def close(self) -> None:
         for close in (getattr(self.api, "close", None), getattr(self.api.rest_client.pool_manager, "clear", None)):
-            try:
-                if close is not None:
-                    close()
-            except Exception:  # closing must never fail a run
-                pass
+            if close is not None:
+                _best_effort(close, "closing the API client")
 
     def __enter__(self) -> Session:
         return self
@@ -295,6 +292,17 @@ def _select_context(
     if not (cl.get("cluster") or {}).get("server"):
         raise InputError(f'cluster "{ctx["cluster"]}" has no server', where=kc.where)
     return name, ctx
+
+
+def _best_effort(step: Callable[[], object], what: str) -> None:
+    """A clean-up step that must never fail a run (the answer is already read): what goes wrong is
+    logged at debug level (logger kubectl_svcnet.collect.api), not raised."""
+    try:
+        step()
+    except Exception:  # noqa: BLE001 - any failure of a clean-up step is only worth a debug line
+        import logging
+
+        logging.getLogger(__name__).debug("%s failed", what, exc_info=True)
 
 
 @contextlib.contextmanager
@@ -671,10 +679,7 @@ def _request(
     finally:
         inner = getattr(resp, "response", None) if resp is not None else None
         if inner is not None and hasattr(inner, "release_conn"):
-            try:
-                inner.release_conn()
-            except Exception:
-                pass
+            _best_effort(inner.release_conn, "releasing an API connection")
     if isinstance(raw, str):
         raw = raw.encode("utf-8")
     raw = raw or b""

@@ -212,9 +212,14 @@ def similar_services(only: str, names: Sequence[str], limit: int = 3) -> List[st
 
 def kube_proxy_versions(objects: List[dict]) -> Dict[str, str]:
     """node name -> the kube-proxy version its pod runs (the image tag), from the API's Pods."""
+    return {node: version for node, (_, version) in kube_proxy_pods(objects).items()}
+
+
+def kube_proxy_pods(objects: List[dict]) -> Dict[str, Tuple[str, str]]:
+    """node name -> (its kube-proxy pod "ns/name", the version it runs: the image tag), from the Pods."""
     from kubectl_svcnet.objects import flatten
 
-    out: Dict[str, str] = {}
+    out: Dict[str, Tuple[str, str]] = {}
     for o in flatten(objects):
         meta = o.get("metadata") or {}
         if o.get("kind") != "Pod" or (meta.get("labels") or {}).get("k8s-app") != "kube-proxy":
@@ -224,7 +229,23 @@ def kube_proxy_versions(objects: List[dict]) -> Dict[str, str]:
             image = str(c.get("image") or "")
             if c.get("name") == "kube-proxy" and spec.get("nodeName"):
                 tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else image
-                out[spec["nodeName"]] = tag.split("@", 1)[0]
+                pod = f"{meta.get('namespace') or 'kube-system'}/{meta.get('name') or ''}"
+                out[spec["nodeName"]] = (pod, tag.split("@", 1)[0])
+    return out
+
+
+def internal_ips(objects: List[dict]) -> Dict[str, str]:
+    """node name -> its first InternalIP, from the API's Nodes."""
+    from kubectl_svcnet.objects import flatten
+
+    out: Dict[str, str] = {}
+    for o in flatten(objects):
+        if o.get("kind") != "Node":
+            continue
+        name = (o.get("metadata") or {}).get("name")
+        for a in (o.get("status") or {}).get("addresses") or []:
+            if name and a.get("type") == "InternalIP" and a.get("address") and name not in out:
+                out[name] = str(a["address"])
     return out
 
 
@@ -235,7 +256,8 @@ def node_rows(
     (Inputs.node_info: kube-proxy's /healthz answer, a rules-in-both-backends warning) when read."""
     from kubectl_svcnet.collect.nodecmds import parse_healthz
 
-    versions = kube_proxy_versions(objects)
+    pods = kube_proxy_pods(objects)
+    addresses = internal_ips(objects)
     info = node_info or {}
     health: Dict[str, Dict[str, Any]] = {}
     for name, extra in info.items():
@@ -245,6 +267,11 @@ def node_rows(
     unknown = {"lastSync": None, "healthy": None, "syncAgeSeconds": None, "nodeEligible": None}
     services: Dict[str, set] = {}
     endpoints: Dict[str, set] = {}
+    findings: Dict[str, Dict[str, int]] = {}
+    for f in list(smap.findings) + [f for v in smap.services for f in v.findings]:
+        if f.node is not None:
+            counts = findings.setdefault(f.node, {"error": 0, "warning": 0, "info": 0})
+            counts[f.severity] = counts.get(f.severity, 0) + 1
     for v in smap.services:
         for fe in v.frontends:
             services.setdefault(fe.node, set()).add(v.key)
@@ -256,11 +283,14 @@ def node_rows(
             "source": n.source,
             "proxyMode": n.proxy_mode,
             "iptablesBackend": n.iptables_backend,
-            "kubeProxyVersion": versions.get(n.name),
+            "internalIP": addresses.get(n.name),
+            "kubeProxyPod": pods.get(n.name, (None, None))[0],
+            "kubeProxyVersion": pods.get(n.name, (None, None))[1],
             "servicePorts": len(services.get(n.name, ())),
             "endpoints": len(endpoints.get(n.name, ())),
             **health.get(n.name, unknown),
             "backendWarning": info.get(n.name, {}).get("backendWarning"),
+            "findings": findings.get(n.name, {"error": 0, "warning": 0, "info": 0}),
             "error": n.error,
         }
         for n in smap.nodes

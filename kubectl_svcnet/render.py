@@ -424,7 +424,25 @@ def render_nodes(rows: List[Dict[str, Any]], out: IO[str], fmt: str = "table", n
          "rules in both iptables backends" if r.get("backendWarning") else "", r["error"] or ""]
         for r in rows
     ]  # fmt: skip
-    out.write(_table(table, None if no_headers else NODE_HEADERS))
+    headers = NODE_HEADERS
+    if fmt == "wide":  # as kubectl get nodes -o wide: the address, then what to look at next
+        headers = NODE_HEADERS[:1] + ["INTERNAL-IP"] + NODE_HEADERS[1:-1] + NODE_WIDE_HEADERS + NODE_HEADERS[-1:]
+        table = [
+            row[:1] + [r.get("internalIP") or "-"] + row[1:-1] + [r.get("kubeProxyPod") or "-", _findings_text(r)]
+            + row[-1:]
+            for row, r in zip(table, rows)
+        ]  # fmt: skip
+    out.write(_table(table, None if no_headers else headers))
+
+
+NODE_WIDE_HEADERS = ["KUBE-PROXY POD", "FINDINGS"]
+
+
+def _findings_text(row: Dict[str, Any]) -> str:
+    """A node's findings as counts: "1 error, 2 warnings" ("-" for none)."""
+    counts = row.get("findings") or {}
+    parts = [f"{n} {sev}{'s' if n != 1 else ''}" for sev in ("error", "warning", "info") if (n := counts.get(sev))]
+    return ", ".join(parts) or "-"
 
 
 # -- trace --logs ---------------------------------------------------------------------------------

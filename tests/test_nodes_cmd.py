@@ -314,3 +314,33 @@ def test_nodes_in_the_lab_reads_healthz_and_flags_both_backends(tmp_path: Path) 
             back = {i["name"]: i for i in json.loads(replay.stdout)["items"]}
             assert (back["node01"]["healthy"], back["controlplane"]["healthy"]) == (False, True)
             assert back["node01"]["syncAgeSeconds"] >= 300 and back["node02"]["backendWarning"] is None
+
+
+def test_nodes_wide_adds_the_address_the_kube_proxy_pod_and_the_findings(capsys) -> None:
+    """`nodes -o wide`, as `kubectl get nodes -o wide`: each node's InternalIP, its kube-proxy pod, and how
+    many findings the map has about it — the counts of the map's own findings for that node."""
+    from tests.clirun import svcnet
+
+    r = svcnet(capsys, "nodes", "-o", "wide", "--snapshot", str(SEED))
+    assert r.code == 0, r.err
+    header, *lines = r.out.splitlines()
+    cols = header.split()
+    assert cols[:2] == ["NODE", "INTERNAL-IP"] and "FINDINGS" in cols and cols[-1] == "ERROR"
+    rows = {ln.split()[0]: ln for ln in lines}
+    from kubectl_svcnet.objects import flatten
+
+    addresses = {
+        o["metadata"]["name"]: next(a["address"] for a in o["status"]["addresses"] if a["type"] == "InternalIP")
+        for o in flatten(files.read_snapshot(str(SEED)).objects)
+        if o.get("kind") == "Node"
+    }
+    assert addresses and all(rows[n].split()[1] == ip for n, ip in addresses.items())
+    smap = build_map(files.read_snapshot(str(SEED))).service_map
+    every = list(smap.findings) + [f for v in smap.services for f in v.findings]
+    for node in rows:
+        warnings = sum(1 for f in every if f.node == node and f.severity == "warning")
+        assert (f"{warnings} warning" in rows[node]) == (warnings > 0), (node, rows[node])
+        assert "kube-system/kube-proxy-" in rows[node]
+    # The plain table is unchanged.
+    r = svcnet(capsys, "nodes", "--snapshot", str(SEED))
+    assert r.out.splitlines()[0].split()[:2] == ["NODE", "SOURCE"] and "FINDINGS" not in r.out

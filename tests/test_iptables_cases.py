@@ -443,3 +443,43 @@ def test_the_node_itself_meets_the_reject_of_a_node_port_without_endpoints(form)
         ("NodePort", 3001): [("any", "reject")],
     }
     assert [f.code for f in svc.findings] == []
+
+
+def _lb_behind_ranges(plain: bool = False):
+    """kube-proxy's rules (kpwriter) for a LoadBalancer with externalTrafficPolicy Local behind
+    loadBalancerSourceRanges 192.168.0.0/24, one local and one remote endpoint, as a node's dump
+    (`plain`: and a ClusterIP Service beside it)."""
+    from tests.kpwriter.iptables import write_iptables
+    from tests.kpwriter.spec import service_port
+    from tests.test_kubeproxy_cases import as_node
+
+    svc = service_port(
+        "ns2/svc2", "172.30.0.42", type="LoadBalancer", node_port=3001, lb_ips=["1.2.3.4"], etp="Local", hc=30000,
+        source_ranges=["192.168.0.0/24"],
+        endpoints=[{"ip": "10.180.0.1", "port": 80, "local": False}, {"ip": "10.180.2.1", "port": 80, "local": True}],
+    )  # fmt: skip
+    services = [svc] + [service_port("ns3/plain", "172.30.0.43", endpoints=[{"ip": "10.180.0.3", "port": 80}])] * plain
+    return as_node(
+        write_iptables({"node_name": "n1", "pod_cidr": "10.0.0.0/8", "services": services}, node_ip="1.1.1.1")
+    )
+
+
+def _lb_routes(text, node_ip=None):
+    from kubectl_svcnet.model import Cluster, Node
+
+    cluster = Cluster(nodes=(Node("n1", (("InternalIP", node_ip),)),)) if node_ip else None
+    plane = read_node([(text, "d")], "n1", cluster=cluster)
+    (fe,) = [fe for s in plane.services for fe in s.frontends if fe.type == "LoadBalancer"]
+    return {r.source: (r.verdict, sorted(b.ip for b in r.backends)) for r in fe.routes}
+
+
+def test_the_node_inside_a_source_range_is_let_in_when_its_address_is_known():
+    """The node itself as a client of its own load-balancer IP: kube-proxy lets it through KUBE-FW when
+    a source range holds its address, then short-circuits it to every endpoint. Its address comes from
+    the API's Node; without it (a bare dump) the node is not known to be in any range."""
+    text = _lb_behind_ranges()
+    inside = _lb_routes(text, "192.168.0.2")
+    assert inside["cluster"] == ("forward", ["10.180.0.1", "10.180.2.1"])
+    assert inside["192.168.0.0/24"] == ("forward", ["10.180.2.1"]) and inside["other"] == ("drop", [])
+    assert "cluster" not in _lb_routes(text, "192.168.7.2")  # outside every range: dropped, as 'other'
+    assert "cluster" not in _lb_routes(text)

@@ -268,3 +268,23 @@ def test_whether_an_address_is_the_nodes_is_asked(tmp_path):
     (plane,) = alone([mine])
     (dropped,) = [f for s in plane.services for f in s.frontends if f.type == "NodePort" and f.port == int(port)]
     assert [(r.source, r.verdict) for r in dropped.routes] == [("any", "drop")]
+
+
+def test_whether_the_node_itself_is_in_a_source_range_is_asked():
+    """Two nodes with the same rules (a load balancer behind loadBalancerSourceRanges 192.168.0.0/24),
+    one with an address in the range and one without: only whether the node's own address is in the
+    range (Walker._local_src, question "s") tells their walks apart. Each reads as it would alone."""
+    from kubectl_svcnet.model import Cluster, Node
+    from tests.test_iptables_cases import _lb_behind_ranges
+
+    text = _lb_behind_ranges(plain=True)
+    clusters = [
+        Cluster(nodes=(Node(f"n{i}", (("InternalIP", ip),)),)) for i, ip in enumerate(("192.168.0.2", "10.9.9.9"))
+    ]
+    for order in ((0, 1), (1, 0)):
+        shared = SharedWalks()
+        got = [read_node([(text, f"n{i}.txt")], f"n{i}", cluster=clusters[i], shared=shared) for i in order]
+        want = [read_node([(text, f"n{i}.txt")], f"n{i}", cluster=clusters[i]) for i in order]
+        assert got == want
+        assert got[0].services != got[1].services  # (the node in the range has its own 'cluster' route)
+        assert shared.hits == 1  # (the other Service's walk asks nothing of it: shared)

@@ -63,6 +63,14 @@ def _ipvs_wanted(cluster, only: Optional[str]):
     return Wanted(addresses, {str(p.node_port) for p in svc.ports if p.node_port})
 
 
+def _node_ips(cluster, node: str) -> Tuple[str, ...]:
+    """The node's own addresses (InternalIP, ExternalIP) as the API's Node lists them; () without it."""
+    for n in getattr(cluster, "nodes", ()) or ():
+        if n.name == node:
+            return tuple(a for t, a in n.addresses if t in ("InternalIP", "ExternalIP"))
+    return ()
+
+
 def read_node(
     dumps: Sequence[Tuple[str, str]],
     node: str,
@@ -126,7 +134,7 @@ def read_node(
     if ipt:
         from kubectl_svcnet.dataplane.iptables import resolve_iptables
 
-        planes.append(resolve_iptables(ipt, node, source_kind, only, shared))
+        planes.append(resolve_iptables(ipt, node, source_kind, only, shared, _node_ips(cluster, node)))
     for rs in nfts:
         from kubectl_svcnet.dataplane.nft import resolve_nft
 

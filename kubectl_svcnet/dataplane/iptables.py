@@ -943,11 +943,17 @@ class Walker:
     """Evaluates rules of one dump against packets, memoising whole-chain walks."""
 
     def __init__(
-        self, dump: IptablesDump, detector: Optional[str], fast: bool = False, node_addrs: Tuple[str, ...] = ()
+        self,
+        dump: IptablesDump,
+        detector: Optional[str],
+        fast: bool = False,
+        node_addrs: Tuple[str, ...] = (),
+        node_srcs: Tuple[str, ...] = (),
     ):
         self.dump = dump
         self.detector = detector
         self.node_addrs = node_addrs  # the node's addresses that accept node ports (node_addresses)
+        self.node_srcs = node_srcs  # the node's own addresses, from the API's Node (none when not read)
         # While SharedWalks records a walk: where the questions it asks of the dump go (see _Recording;
         # the walker asks one itself, whether an address is the node's: "n").
         self.reads: Optional[Dict[tuple, None]] = None
@@ -991,6 +997,8 @@ class Walker:
 
     # -- matching ----------------------------------------------------------------------------
     def src_matches(self, cidr: str, cls: str) -> bool:
+        if cls == LOCAL:
+            return self._local_src(cidr)
         host = _host(cidr)
         if host is not None:
             # One address (an endpoint's hairpin rule, a node IP): no class of client is exactly that,
@@ -1004,6 +1012,17 @@ class Walker:
         if cls.startswith(RANGE_PREFIX):
             return _contains(cidr, cls[len(RANGE_PREFIX) :])
         return False
+
+    def _local_src(self, cidr: str) -> bool:
+        """Whether a `-s` value holds the node itself as a client: its own addresses, as the API's Node
+        lists them (a load-balancer source range that holds the node's subnet lets the node in). Without
+        them, only 0.0.0.0/0 does, as before. Each node has addresses of its own: for SharedWalks it is
+        a question ("s"), answered by each node."""
+        if net(cidr).prefixlen == 0:
+            return True
+        if self.reads is not None:
+            self.reads[("s", 0, cidr)] = None
+        return _holds_node(cidr, self.node_srcs)
 
     def matches(self, r: Rule, pkt: Packet) -> bool:
         if r.proto is not None and r.proto != pkt.proto and r.proto != "all":
@@ -1451,13 +1470,16 @@ def marks_matter_in_nat(dump: IptablesDump) -> bool:
 
 
 class _Resolver:
-    def __init__(self, dump: IptablesDump):
+    def __init__(self, dump: IptablesDump, node_srcs: Tuple[str, ...] = ()):
         self.dump = dump
         self.detector = detect_pod_cidr(dump)
         self.node_addrs = node_addresses(dump)
-        self.walker = Walker(dump, self.detector, node_addrs=self.node_addrs)  # exact: marks tracked
+        self.node_srcs = node_srcs
+        self.walker = Walker(dump, self.detector, node_addrs=self.node_addrs, node_srcs=node_srcs)  # exact
         fast = not marks_matter_in_nat(dump)
-        self.fast = Walker(dump, self.detector, fast=True, node_addrs=self.node_addrs) if fast else None
+        self.fast = (
+            Walker(dump, self.detector, fast=True, node_addrs=self.node_addrs, node_srcs=node_srcs) if fast else None
+        )
         self._ends_cache: Dict[int, Tuple[List[Outcome], List[End]]] = {}
 
     def forget_service(self) -> None:
@@ -1488,7 +1510,7 @@ class _Resolver:
     def enters(self, seed: _Seed, classes: List[str], chain: str) -> bool:
         """Whether a new connection of any of these classes to the seed's frontend enters nat's
         `chain`. Walked afresh, with no memo (a memoised walk does not revisit the chains it saw)."""
-        probe = Walker(self.dump, self.detector, node_addrs=self.node_addrs)
+        probe = Walker(self.dump, self.detector, node_addrs=self.node_addrs, node_srcs=self.node_srcs)
         probe.reads = self.walker.reads  # its questions are the walk's too (SharedWalks)
         dst = seed.ip if seed.ip is not None else NODE
         for cls in classes:
@@ -1761,7 +1783,7 @@ class _NodeReplay:
         # small chain's rules, what Table.candidates offers from it. ("n" asks of no chain.)
         read = {(r[1], r[2]) for r in self._reads if r[0] in "gk"}
         whole = {(r[1], r[2]) for r in self._reads if r[0] == "g" and not self.tables[r[1]].chains.big(r[2])}
-        reads = tuple(r for r in self._reads if r[0] in "gn" or (r[1], r[2]) not in (whole if r[0] == "k" else read))
+        reads = tuple(r for r in self._reads if r[0] in "gns" or (r[1], r[2]) not in (whole if r[0] == "k" else read))
         entries = self.shared.walks.setdefault(self._sig(group), [])
         entries.insert(0, _Walked(reads, self.digest(reads), port))
         del entries[SharedWalks.VARIANTS :]
@@ -1777,8 +1799,10 @@ class _NodeReplay:
         node_addrs = self.res.node_addrs
         for read in reads:
             kind, name = read[0], read[2]
-            if kind == "n":  # whether an address is one of the node's (Walker.node_dst)
-                data = b"n1" if _holds_node(name, node_addrs) else b"n0"
+            if kind == "n" or kind == "s":  # whether an address is the node's (Walker.node_dst, _local_src)
+                data = (
+                    kind + ("1" if _holds_node(name, node_addrs if kind == "n" else self.res.node_srcs) else "0")
+                ).encode()
                 update(b"%d:" % len(data))
                 update(data)
                 continue
@@ -1807,11 +1831,14 @@ def resolve_iptables(
     source_kind: str = "file",
     only: Optional[str] = None,
     shared: Optional[SharedWalks] = None,
+    node_ips: Tuple[str, ...] = (),
 ) -> NodeDataPlane:
     """Map every frontend in one node's dumps (iptables-save and ip6tables-save) to its routes.
 
     `only` ("ns/name") restricts the work to one Service, for `trace`. `shared`: walks of the other
     nodes of the same map, to reuse where this node's chains are the same (see SharedWalks).
+    `node_ips`: the node's own addresses (the API's Node), for rules that test the node itself as a
+    client's source (Walker._local_src).
     """
     services: Dict[ServiceKey, List[Frontend]] = {}
     svc_findings: Dict[ServiceKey, List[Finding]] = {}
@@ -1825,7 +1852,7 @@ def resolve_iptables(
         at = len(findings)  # the dump's own problems go here, once all is read (dump.finish)
         if shared is not None and only is None and dump.lazy:
             dump.clean = shared.clean  # (set before the first chain is read)
-        res = _Resolver(dump)
+        res = _Resolver(dump, node_ips)
         detector = detector or res.detector
         seeds, hc, npa = _seeds(dump, only)
         health.update(hc)

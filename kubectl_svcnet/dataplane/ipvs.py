@@ -65,7 +65,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from kubectl_svcnet.dataplane.routes import EXTERNAL, LOCAL, POD, RANGE_PREFIX, End, group_routes
+from kubectl_svcnet.dataplane.routes import EXTERNAL, LOCAL, POD, RANGE_PREFIX, End, cidr_contains, group_routes
 from kubectl_svcnet.errors import DumpParseError
 from kubectl_svcnet.model import (
     CLUSTER_IP,
@@ -772,14 +772,6 @@ def _drop_hop(data: IpvsData, sets: _Sets, key: Tuple[str, str, int]) -> Tuple[H
     return (hop,) if hop else ()
 
 
-def _contains(outer: str, inner: str) -> bool:
-    try:
-        a, b = ipaddress.ip_network(outer, strict=False), ipaddress.ip_network(inner, strict=False)
-    except ValueError:
-        return False
-    return a.version == b.version and b.subnet_of(a)  # type: ignore[arg-type]
-
-
 def _routes(fe: _Fe, vs: VirtualServer, data: IpvsData, sets: _Sets, detector: Optional[str]):
     ends = _ends(vs)
     key = vs.key
@@ -789,7 +781,7 @@ def _routes(fe: _Fe, vs: VirtualServer, data: IpvsData, sets: _Sets, detector: O
     ranges = [c for c, _, _ in sets.third("KUBE-LOAD-BALANCER-SOURCE-CIDR").get(key, [])]
     node_ok = any(ip2 == vs.ip for ip2, _, _ in sets.third("KUBE-LOAD-BALANCER-SOURCE-IP").get(key, []))
     drop = [End(DROP, None, None, 1.0, _drop_hop(data, sets, key))]
-    pod_ok = detector is not None and any(_contains(c, detector) for c in ranges)
+    pod_ok = detector is not None and any(cidr_contains(c, detector) for c in ranges)
     per_class: Dict[str, List[End]] = {POD: ends if pod_ok else drop, LOCAL: ends if node_ok else drop,
                                        EXTERNAL: drop}  # fmt: skip
     for c in ranges:

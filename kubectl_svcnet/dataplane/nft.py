@@ -47,6 +47,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from kubectl_svcnet.dataplane.routes import cidr_contains
 from kubectl_svcnet.errors import DumpParseError
 from kubectl_svcnet.model import (
     CLUSTER_IP,
@@ -927,6 +928,12 @@ def _analyse_fast(text: str) -> Optional[_Analysed]:
     return _Analysed([_Cond(sel, bool(neg), value) for sel, neg, value in conds], action, None, comment)
 
 
+def _teaches_detector(chain: str, text: str) -> bool:
+    """Whether _Resolver._learn_detector could learn from this rule: it reads only service-, local- and
+    external- chains' conditions on the source (saddr, iifname), which the text then names."""
+    return chain.startswith(("service-", "local-", "external-")) and ("saddr" in text or "iifname" in text)
+
+
 def _fast_leads(parts: tuple) -> Tuple[str, List[str]]:
     """What a common-shape rule (_fast_parts) does to chains, as its analysis would say: the action's
     kind and the chains it jumps or goes to (_targets)."""
@@ -1163,15 +1170,6 @@ def _key_from_comment(comment: Optional[str], protocol: str) -> Optional[Service
     return ServiceKey(ns, name, port, protocol.upper())
 
 
-def _cidr_within(inner: str, outer: str) -> bool:
-    """Whether address or CIDR `inner` lies inside CIDR `outer` (False for anything unreadable)."""
-    try:
-        a, b = ipaddress.ip_network(inner, strict=False), ipaddress.ip_network(outer.strip(), strict=False)
-    except ValueError:
-        return False
-    return a.version == b.version and a.subnet_of(b)  # type: ignore[arg-type]
-
-
 def _is_global(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_global
@@ -1233,10 +1231,9 @@ class _Resolver:
                 if service == only:
                     self.own_chains.append(cname)
                 else:
-                    if cname.startswith(("service-", "local-", "external-")):
-                        for idx, rule in enumerate(chain.rules):
-                            if "saddr" in rule.text or "iifname" in rule.text:  # (what _learn_detector reads)
-                                self._learn_detector(cname, self.rule(cname, idx))
+                    for idx, rule in enumerate(chain.rules):
+                        if _teaches_detector(cname, rule.text):
+                            self._learn_detector(cname, self.rule(cname, idx))
                     continue
             jumps: List[str] = []
             for idx, rule in enumerate(chain.rules):
@@ -1254,9 +1251,7 @@ class _Resolver:
                                 f"line {rule.line}: chain {cname}: {kind} to undefined chain {target}",
                                 service,
                             )
-                    if cname.startswith(("service-", "local-", "external-")) and (
-                        "saddr" in rule.text or "iifname" in rule.text
-                    ):
+                    if _teaches_detector(cname, rule.text):
                         self._learn_detector(cname, self.rule(cname, idx))
                     continue
                 a = self.rule(cname, idx)
@@ -1820,9 +1815,9 @@ def _firewall_routes(
     fw_path = fw_entry + ((drop_hop,) if resolver.paths else ())
     routes: List[Route] = []
     if cluster is not None and allowed:
-        pods = [c for c in resolver.detector_cidrs if any(_cidr_within(c, r) for r in allowed)]
+        pods = [c for c in resolver.detector_cidrs if any(cidr_contains(r, c) for r in allowed)]
         table_ips = table.sets[NODEPORT_IPS].elements if NODEPORT_IPS in table.sets else ()
-        node = [e.key[0] for e in table_ips if any(_cidr_within(e.key[0], r) for r in allowed)]
+        node = [e.key[0] for e in table_ips if any(cidr_contains(r, e.key[0]) for r in allowed)]
         if pods or node:
             routes.append(
                 Route(FROM_CLUSTER, cluster.verdict, cluster.backends, cluster.affinity, fw_path + cluster.path)

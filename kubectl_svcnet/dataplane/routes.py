@@ -10,6 +10,7 @@ one it shows, as nft.py's `_combine` does.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from kubectl_svcnet.model import (
@@ -148,3 +149,13 @@ def group_routes(
         routes.append(make_route(c[len(RANGE_PREFIX) :], merged[c], paths))
     routes.append(make_route(FROM_OTHER if ranges else FROM_EXTERNAL, merged[EXTERNAL], paths))
     return tuple(routes)
+
+
+def cidr_contains(outer: str, inner: str) -> bool:
+    """Whether address or CIDR `inner` lies inside CIDR `outer` (False for anything unreadable): a
+    source range that lets in the pod CIDR or a node's address."""
+    try:
+        a, b = ipaddress.ip_network(outer, strict=False), ipaddress.ip_network(inner, strict=False)
+    except ValueError:
+        return False
+    return a.version == b.version and b.subnet_of(a)  # type: ignore[arg-type]

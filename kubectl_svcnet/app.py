@@ -210,11 +210,6 @@ def similar_services(only: str, names: Sequence[str], limit: int = 3) -> List[st
     return sorted(picked, key=lambda f: f.partition("/")[0] != ns)[:limit]  # (stable: best match first)
 
 
-def kube_proxy_versions(objects: List[dict]) -> Dict[str, str]:
-    """node name -> the kube-proxy version its pod runs (the image tag), from the API's Pods."""
-    return {node: version for node, (_, version) in kube_proxy_pods(objects).items()}
-
-
 def kube_proxy_pods(objects: List[dict]) -> Dict[str, Tuple[str, str]]:
     """node name -> (its kube-proxy pod "ns/name", the version it runs: the image tag), from the Pods."""
     from kubectl_svcnet.objects import flatten
@@ -236,16 +231,13 @@ def kube_proxy_pods(objects: List[dict]) -> Dict[str, Tuple[str, str]]:
 
 def internal_ips(objects: List[dict]) -> Dict[str, str]:
     """node name -> its first InternalIP, from the API's Nodes."""
-    from kubectl_svcnet.objects import flatten
+    from kubectl_svcnet.objects import flatten, parse_node
 
     out: Dict[str, str] = {}
-    for o in flatten(objects):
-        if o.get("kind") != "Node":
-            continue
-        name = (o.get("metadata") or {}).get("name")
-        for a in (o.get("status") or {}).get("addresses") or []:
-            if name and a.get("type") == "InternalIP" and a.get("address") and name not in out:
-                out[name] = str(a["address"])
+    for node in (parse_node(o) for o in flatten(objects) if o.get("kind") == "Node"):
+        ip = next((a for t, a in node.addresses if t == "InternalIP"), None)
+        if ip:
+            out[node.name] = ip
     return out
 
 

@@ -58,6 +58,14 @@ def _read_text(path: Path) -> str:
     return _decode(data, path)
 
 
+def _read_node_text(path: Path, node: str) -> str:
+    """_read_text of one of a node's dumps; its error names the node."""
+    try:
+        return _read_text(path)
+    except InputError as e:
+        raise InputError(f"node {node}: {e.message}", where=e.where, hint=e.hint) from e
+
+
 def _decode(data: bytes, path: Path) -> str:
     """UTF-8 bytes -> str; not UTF-8 is an InputError at its line (with a hint for compressed files)."""
     try:
@@ -112,11 +120,7 @@ def read_from_files(specs: List[str], stdin_text: Optional[str] = None) -> Input
                                  hint=f"a snapshot directory is read with --snapshot {path}")  # fmt: skip
             if not p.is_file():
                 raise UsageError(f"no such file: {path}", hint="--from-file takes [NODE=]PATH")
-            try:
-                text = _read_text(p)
-            except InputError as e:
-                label = node or p.name.split(".")[0] or p.name
-                raise InputError(f"node {label}: {e.message}", where=e.where, hint=e.hint) from e
+            text = _read_node_text(p, node or p.name.split(".")[0] or p.name)
             source = str(p)
             if node is None:
                 node = p.name.split(".")[0] or p.name
@@ -211,10 +215,7 @@ def read_snapshot(directory: str) -> Inputs:
                     inputs.logs[nd.name] = inputs.logs.get(nd.name, "") + text
                     continue
                 if f.is_file() and not f.name.startswith(SKIP_NAMES) and f.suffix != ".md":
-                    try:
-                        text = _read_text(f)
-                    except InputError as e:
-                        raise InputError(f"node {nd.name}: {e.message}", where=e.where, hint=e.hint) from e
+                    text = _read_node_text(f, nd.name)
                     dumps.append((text, str(f)))
             inputs.nodes[nd.name] = dumps
             inputs.source_kind[nd.name] = "snapshot"

@@ -53,7 +53,16 @@ import pytest
 from kubectl_svcnet.dataplane import read_node
 from kubectl_svcnet.model import NodeDataPlane, Route
 from tests.kpwriter import sort_iptables_rules, split_syncs, write_iptables
-from tests.kpwriter.spec import service_port
+from tests.kpwriter.spec import (
+    TEST_EXTERNAL_CLIENT,
+    TEST_EXTERNAL_CLIENT_BLOCKED,
+    TEST_EXTERNAL_IP,
+    TEST_NODE_IP,
+    TEST_NODE_IP_ALT,
+    TEST_NODE_IPV6,
+    TEST_NODE_IPV6_ALT,
+    service_port,
+)
 from tests.test_kubeproxy_cases import as_node
 
 UPSTREAM = "kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go (library id 191206484, v1.31+ revision)"
@@ -62,13 +71,6 @@ UPSTREAM = "kubernetes/kubernetes pkg/proxy/iptables/proxier_test.go (library id
 # The upstream test constants.
 
 TEST_NODE_NAME = "test-node"
-TEST_NODE_IP = "192.168.0.2"
-TEST_NODE_IP_ALT = "192.168.1.2"
-TEST_EXTERNAL_IP = "192.168.99.11"
-TEST_NODE_IPV6 = "2001:db8::1"
-TEST_NODE_IPV6_ALT = "2001:db8:1::2"
-TEST_EXTERNAL_CLIENT = "203.0.113.2"
-TEST_EXTERNAL_CLIENT_BLOCKED = "203.0.113.130"
 # testNodeIPs, plus the loopback addresses the tracer always counts as LOCAL.
 LOCAL_IPS = {"127.0.0.1", "::1", TEST_NODE_IP, TEST_NODE_IP_ALT, TEST_EXTERNAL_IP, TEST_NODE_IPV6, TEST_NODE_IPV6_ALT}
 POD_CIDR = {4: "10.0.0.0/8", 6: "fd00:10::/64"}

@@ -69,20 +69,22 @@ from kubectl_svcnet.model import (
     Route,
 )
 from tests.kpwriter import write_nft
-from tests.kpwriter.spec import service_port
+from tests.kpwriter.spec import (
+    TEST_EXTERNAL_CLIENT,
+    TEST_EXTERNAL_CLIENT_BLOCKED,
+    TEST_EXTERNAL_IP,
+    TEST_NODE_IP,
+    TEST_NODE_IP_ALT,
+    TEST_NODE_IPV6,
+    TEST_NODE_IPV6_ALT,
+    service_port,
+)
 
 UPSTREAM_COMMIT = "81810de635aa13aa0a32992f6def3aa9d6025ebc"
 UPSTREAM_FILE = "pkg/proxy/nftables/proxier_test.go"
 NODE_NAME = "test-node"
 
 # proxier_test.go's constants
-TEST_NODE_IP = "192.168.0.2"
-TEST_NODE_IP_ALT = "192.168.1.2"
-TEST_EXTERNAL_IP = "192.168.99.11"
-TEST_NODE_IPV6 = "2001:db8::1"
-TEST_NODE_IPV6_ALT = "2001:db8:1::2"
-TEST_EXTERNAL_CLIENT = "203.0.113.2"
-TEST_EXTERNAL_CLIENT_BLOCKED = "203.0.113.130"
 TEST_NODE_IPS = (TEST_NODE_IP, TEST_NODE_IP_ALT, TEST_EXTERNAL_IP, TEST_NODE_IPV6, TEST_NODE_IPV6_ALT)
 
 POD_CIDR = "10.0.0.0/8"

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+# kube-proxy's proxier_test.go constants, the same in its iptables and nftables tests (the packet-flow
+# tests use them as node addresses and clients).
+TEST_NODE_IP = "192.168.0.2"
+TEST_NODE_IP_ALT = "192.168.1.2"
+TEST_EXTERNAL_IP = "192.168.99.11"
+TEST_NODE_IPV6 = "2001:db8::1"
+TEST_NODE_IPV6_ALT = "2001:db8:1::2"
+TEST_EXTERNAL_CLIENT = "203.0.113.2"
+TEST_EXTERNAL_CLIENT_BLOCKED = "203.0.113.130"
+
 
 def service_port(
     name: str,

@@ -115,22 +115,10 @@ def test_the_fast_path_changes_no_answer(data):
 
     import kubectl_svcnet.dataplane.nft as nft
     from kubectl_svcnet.errors import DumpParseError
+    from tests.test_nft_trace import damaged
 
     path = data.draw(st.sampled_from(sorted((FIXTURES / "nftables").rglob("dump.txt"))))
-    lines = path.read_text().split("\n")
-    rules = [i for i, ln in enumerate(lines) if ln.startswith("\t\t") and "{" not in ln and "}" not in ln]
-    for _ in range(data.draw(st.integers(0, 3))):
-        i = data.draw(st.sampled_from(rules))
-        op = data.draw(st.sampled_from(["drop", "dup", "word"]))
-        if op == "drop":
-            lines[i] = ""
-        elif op == "dup":
-            lines[i] += "\n" + lines[i]
-        else:
-            words = lines[i].split(" ")
-            words[data.draw(st.integers(0, len(words) - 1))] = data.draw(st.sampled_from(_WORDS))
-            lines[i] = " ".join(words)
-    text = "\n".join(lines)
+    text = damaged(data, path.read_text(), ["drop", "dup", "word"], (0, 3), _WORDS)
     try:
         parse_nft(text, "d")
     except DumpParseError:

@@ -8,7 +8,7 @@ must be the map's, restricted to that Service.
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Sequence, Tuple
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,9 +96,27 @@ def test_a_chain_reached_only_through_another_services_chain_is_not_stale():
     assert len([f for s in one.services for f in s.findings if f.code == "unreachable-chain"]) == 2
 
 
-def _rule_lines(text: str) -> List[int]:
+def damaged(data, text: str, ops: Sequence[str], times: Tuple[int, int], words: Sequence[str] = ()) -> str:
+    """`text` (an nft list ruleset) with rule lines hurt `times` (least, most) times by hypothesis:
+    "drop" blanks one, "dup" doubles one, "move" puts one into another chain, "word" swaps one of its
+    words for one of `words`."""
     lines = text.split("\n")
-    return [i for i, ln in enumerate(lines) if ln.startswith("\t\t") and "{" not in ln and "}" not in ln]
+    rules = [i for i, ln in enumerate(lines) if ln.startswith("\t\t") and "{" not in ln and "}" not in ln]
+    for _ in range(data.draw(st.integers(*times))):
+        i = data.draw(st.sampled_from(rules))
+        op = data.draw(st.sampled_from(list(ops)))
+        if op == "drop":
+            lines[i] = ""
+        elif op == "dup":
+            lines[i] = lines[i] + "\n" + lines[i]
+        elif op == "move":
+            j = data.draw(st.sampled_from(rules))
+            lines[j], lines[i] = lines[j] + "\n" + lines[i], ""
+        else:
+            split = lines[i].split(" ")
+            split[data.draw(st.integers(0, len(split) - 1))] = data.draw(st.sampled_from(list(words)))
+            lines[i] = " ".join(split)
+    return "\n".join(lines)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -107,19 +125,7 @@ def test_damaged_rulesets_trace_as_they_map(data):
     """Rule lines dropped, duplicated or moved into another chain: stale chains, missing endpoints,
     undefined targets — whatever the map says of a Service, its trace says too."""
     path = data.draw(st.sampled_from([p for p in DUMPS if p.suffix == ".txt"]))
-    lines = path.read_text().split("\n")
-    candidates = _rule_lines(path.read_text())
-    for _ in range(data.draw(st.integers(1, 4))):
-        i = data.draw(st.sampled_from(candidates))
-        op = data.draw(st.sampled_from(["drop", "dup", "move"]))
-        if op == "drop":
-            lines[i] = ""
-        elif op == "dup":
-            lines[i] = lines[i] + "\n" + lines[i]
-        else:
-            j = data.draw(st.sampled_from(candidates))
-            lines[j], lines[i] = lines[j] + "\n" + lines[i], ""
-    text = "\n".join(lines)
+    text = damaged(data, path.read_text(), ["drop", "dup", "move"], (1, 4))
     try:
         parse_nft(text, "d")
     except DumpParseError:

@@ -1475,12 +1475,13 @@ class _Resolver:
         self.detector = detect_pod_cidr(dump)
         self.node_addrs = node_addresses(dump)
         self.node_srcs = node_srcs
-        self.walker = Walker(dump, self.detector, node_addrs=self.node_addrs, node_srcs=node_srcs)  # exact
-        fast = not marks_matter_in_nat(dump)
-        self.fast = (
-            Walker(dump, self.detector, fast=True, node_addrs=self.node_addrs, node_srcs=node_srcs) if fast else None
-        )
+        self.walker = self.new_walker()  # exact: marks tracked
+        self.fast = None if marks_matter_in_nat(dump) else self.new_walker(fast=True)
         self._ends_cache: Dict[int, Tuple[List[Outcome], List[End]]] = {}
+
+    def new_walker(self, fast: bool = False) -> Walker:
+        """A walker of this dump, with what the resolver learnt of the node (detector, addresses)."""
+        return Walker(self.dump, self.detector, fast=fast, node_addrs=self.node_addrs, node_srcs=self.node_srcs)
 
     def forget_service(self) -> None:
         """Every frontend of one service port is resolved (see Walker.forget_service); a lazy dump
@@ -1510,7 +1511,7 @@ class _Resolver:
     def enters(self, seed: _Seed, classes: List[str], chain: str) -> bool:
         """Whether a new connection of any of these classes to the seed's frontend enters nat's
         `chain`. Walked afresh, with no memo (a memoised walk does not revisit the chains it saw)."""
-        probe = Walker(self.dump, self.detector, node_addrs=self.node_addrs, node_srcs=self.node_srcs)
+        probe = self.new_walker()
         probe.reads = self.walker.reads  # its questions are the walk's too (SharedWalks)
         dst = seed.ip if seed.ip is not None else NODE
         for cls in classes:

@@ -194,7 +194,11 @@ def main(argv: List[str]) -> int:
         print("fanout.py needs root (it builds network namespaces): sudo python3 benchmarks/fanout.py",
               file=sys.stderr)  # fmt: skip
         return 2
+    from run import compile_package
+
     from tests.lab.cluster import ClusterLab, ClusterSpec, cluster_skip_reason
+
+    compile_package()
 
     reason = cluster_skip_reason()
     if reason:

@@ -61,7 +61,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
 import gen_dump  # noqa: E402
-from run import OUT, check_trace, fmt_bytes, fmt_time, machine, run_child  # noqa: E402
+from run import OUT, check_trace, compile_package, fmt_bytes, fmt_time, machine, run_child  # noqa: E402
 
 MODES = ("nft-text", "nft-json", "ipvs")
 IPVS_FIXTURE = os.path.join(ROOT, "tests", "fixtures", "kube-proxy", "ipvs", "affinity")
@@ -308,6 +308,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         lines, size = stats[m]
         print(f"{m}: {', '.join(os.path.relpath(p) for p in inputs[m])}: {lines:,} lines, {fmt_bytes(size)}")
 
+    compile_package()
     info = machine()
     load_before = os.getloadavg()
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import click
 
@@ -314,37 +314,56 @@ kubectl svcnet trace db-service
 kubectl svcnet trace kube-system/kube-dns
 # From a dump read on stdin
 ssh node1 sudo iptables-save | kubectl svcnet trace web -n shop --from-file node1=-
+# From an address: the Service whose ClusterIP, external or load-balancer IP it is (or a node's IP and
+# a node port), in any namespace; only its frontends at that address
+kubectl svcnet trace 10.96.0.10:53
 # With kube-proxy's recent log lines about the Service, from a snapshot
 kubectl svcnet trace web --snapshot ./snap --logs
 """,
 )
-@click.argument("name", metavar="[NAMESPACE/]NAME")
+@click.argument("name", metavar="[NAMESPACE/]NAME | IP[:PORT]")
 @_input_options
-@click.option("-n", "--namespace", metavar="NS", help="The Service's namespace (default: the context's, or default).")
+@click.option("-n", "--namespace", metavar="NS",
+              help="The Service's namespace (default: the context's, or default; for an address: any).")  # fmt: skip
 @click.option("--logs", is_flag=True, help="Add kube-proxy's recent log lines on this Service or a failed sync.")
 @click.option("--log-lines", type=click.IntRange(1, 10000), default=20, show_default=True, metavar="N",
               help="With --logs: at most N lines per node (the most recent).")  # fmt: skip
 def trace(name, namespace, logs, log_lines, **o) -> None:
     """One Service: all its ports, on every node, with the chain path each connection takes (each hop
-    CHAIN:LINE of the rule taken, to hold against the node's own iptables-save or nft output)."""
+    CHAIN:LINE of the rule taken, to hold against the node's own iptables-save or nft output).
+
+    Given an address (IP, IP:PORT, [IPv6]:PORT), the Service at it, and only its frontends there."""
+    from kubectl_svcnet.address import parse_address
     from kubectl_svcnet.app import build_map
 
-    if not name.strip() or name.count("/") > 1 or name.strip().startswith("/") or name.strip().endswith("/"):
-        raise UsageError(f"invalid Service name {name!r}: give NAME or NAMESPACE/NAME")
-    if "/" in name:
-        ns, _, name = name.partition("/")
-        if namespace and namespace != ns:
-            raise UsageError(f"{ns}/{name} is in namespace {ns}, but -n says {namespace}: give one of them")
-        namespace = ns
-    inputs, ns = _read_inputs(o, namespace, service=name)
+    addr = parse_address(name)
+    if addr is not None:
+        inputs, service = _inputs_at(addr, namespace, o)
+    else:
+        if not name.strip() or name.count("/") > 1 or name.strip().startswith("/") or name.strip().endswith("/"):
+            raise UsageError(f"invalid Service name {name!r}: give NAME, NAMESPACE/NAME or IP[:PORT]")
+        if "/" in name:
+            ns, _, name = name.partition("/")
+            if namespace and namespace != ns:
+                raise UsageError(f"{ns}/{name} is in namespace {ns}, but -n says {namespace}: give one of them")
+            namespace = ns
+        inputs, ns = _read_inputs(o, namespace, service=name)
+        service = f"{ns or 'default'}/{name}"
     _warn(inputs)
-    service = f"{ns or 'default'}/{name}"
     try:
         result = build_map(inputs, only=service)
     except NotFoundError as e:  # where it was looked for: the snapshot (app.not_found counts many nodes)
         if o["snapshot"]:
             e.where = o["snapshot"]
         raise
+    if addr is not None:
+        from dataclasses import replace
+
+        from kubectl_svcnet.address import narrow, node_addresses
+        from kubectl_svcnet.objects import flatten, parse_node
+
+        nodes = [parse_node(x) for x in flatten(inputs.objects) if x.get("kind") == "Node"]
+        result = replace(result, service_map=narrow(result.service_map, addr, node_addresses(nodes)))
     if not logs:
         _emit(result, o["output"], o["no_headers"], paths=o["output"] in ("table", "wide"))
         return
@@ -373,6 +392,50 @@ def trace(name, namespace, logs, log_lines, **o) -> None:
     kept = {n: filter_log(inputs.logs[n], service, log_lines) for n in names if n in inputs.logs}
     render_logs(result.service_map, kept, sys.stdout, o["output"], o["no_headers"], err=sys.stderr)
     _finish(result.problems, result.status)
+
+
+def _inputs_at(addr, namespace: Optional[str], o: dict):
+    """`trace ADDRESS[:PORT]`: the run's inputs and the one Service ("ns/name") at the address — from the
+    API's Services (live, or a snapshot's objects), else from the rules (a map of every Service; seconds
+    on a 10,000-service dump). `-n` narrows the search to one namespace; without it, every namespace."""
+    from kubectl_svcnet.address import Address, pick_service, services_at, services_in_map, why_none
+
+    live = not (o["from_file"] or o["snapshot"])
+    if live:
+        from kubectl_svcnet.collect.live import service_at_address
+
+        service, warnings = service_at_address(_live_options(o, namespace, False), addr)
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+        ns, _, name = service.partition("/")
+        inputs, _ = _read_inputs(o, ns, service=name)
+        return inputs, service
+    from kubectl_svcnet.app import build_map
+
+    inputs, _ = _read_inputs(o, namespace)
+    where = o["snapshot"] or None
+    scope = f' in namespace "{namespace}"' if namespace else ""
+    hits: List[Tuple[str, str]] = []
+    cluster = None
+    if inputs.objects:
+        from kubectl_svcnet.objects import build_cluster
+
+        cluster = build_cluster(inputs.objects)
+        hits = services_at(cluster.services, cluster.nodes, addr, namespace)
+    hint = ""
+    if not hits:
+        nodes = cluster.nodes if cluster is not None else ()
+        same_ip = services_at(cluster.services, nodes, Address(addr.ip), namespace) if cluster is not None else []
+        # Nothing in the API's objects (or there are none): what the nodes' rules say, stale rules too —
+        # a map of every Service; with objects, only where the API has nothing at that IP and a dump
+        # holds the address's text.
+        if cluster is None or (not same_ip and any(addr.ip in t for d in inputs.nodes.values() for t, _ in d)):
+            smap = build_map(inputs, namespace=namespace).service_map
+            hits = services_in_map(smap, addr)
+            same_ip = same_ip or services_in_map(smap, Address(addr.ip))
+        if not hits:
+            hint = why_none(addr, same_ip, nodes)
+    return inputs, pick_service(hits, addr, where, scope, hint)
 
 
 @svcnet.command(

@@ -69,6 +69,19 @@ def test_trace_over_ssh_from_every_node(lab, api):
                    for c in lab.command_log(node)), lab.command_log(node)  # fmt: skip
 
 
+def test_trace_by_address_over_ssh(lab, api):
+    """`trace IP:PORT` live: the API's Services (every namespace) name the one at the address, and the nodes
+    answer over SSH exactly as for its name."""
+    by_ip = svcnet(lab, api, "trace", f"{DB_IP}:{DB_PORT}", "-o", "json")
+    assert by_ip.returncode == 0, by_ip.stderr
+    by_name = svcnet(lab, api, "trace", "db-service", "-o", "json")
+    assert by_name.returncode == 0, by_name.stderr
+    assert json.loads(by_ip.stdout) == json.loads(by_name.stdout)
+    missing = svcnet(lab, api, "trace", f"{DB_IP}:{DB_PORT + 1}")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.splitlines()[0] == f"error: no Service at {DB_IP}:{DB_PORT + 1} in any namespace"
+
+
 def test_a_real_connection_lands_on_the_pod_the_tool_named(lab, api):
     r = svcnet(lab, api, "map", "-A", "-o", "json")
     assert r.returncode == 0, r.stderr

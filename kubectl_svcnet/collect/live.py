@@ -123,6 +123,38 @@ def read_live(
     return inputs, namespace
 
 
+def service_at_address(opts: LiveOptions, addr: Any) -> Tuple[str, List[str]]:
+    """`trace ADDRESS`: the one Service ("ns/name") at an address.Address, from the API, and warnings.
+    Services of every namespace (of -n's alone when given; of the context's when listing every namespace
+    is forbidden, with a warning), and the Nodes when the address may be a node's and a node port."""
+    from kubectl_svcnet.address import Address, pick_service, services_at, why_none
+    from kubectl_svcnet.collect import api
+    from kubectl_svcnet.errors import ApiError
+    from kubectl_svcnet.objects import parse_node, parse_service
+
+    warnings: List[str] = []
+    with api.connect(
+        opts.kubeconfig, opts.context, opts.cluster, opts.user, opts.namespace, False, opts.request_timeout
+    ) as session:
+        ns = opts.namespace
+        try:
+            raw = api.list_objects(session, "services", ns)
+        except ApiError as e:
+            if ns is not None or getattr(e, "code", 0) != 403:
+                raise
+            ns = session.namespace or "default"
+            warnings.append(f'{e.message}: {addr} looked for in namespace "{ns}" only')
+            raw = api.list_objects(session, "services", ns)
+        services = [parse_service(o) for o in raw]
+        hits = services_at(services, (), addr)
+        nodes = [] if hits else [parse_node(o) for o in api.list_objects(session, "nodes")]
+    if not hits:
+        hits = services_at(services, nodes, addr)
+    scope = f' in namespace "{ns}"' if ns else " in any namespace"
+    hint = "" if hits else why_none(addr, services_at(services, (), Address(addr.ip)), nodes)
+    return pick_service(hits, addr, scope=scope, hint=hint), warnings
+
+
 def collect_ssh(
     inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]], resolve: bool = False
 ) -> None:

@@ -1,4 +1,4 @@
-"""`trace ADDRESS[:PORT]`: the Service an address belongs to, and only its frontends at that address.
+"""`trace ADDRESS[:PORT]` and `trace DNS-NAME[:PORT]`: the Service at an address, and only its frontends there.
 
 An engineer usually starts from an address, not a name: "connection refused to 10.96.45.3:8080" in an
 application's log. `trace` takes `IP`, `IP:PORT`, `[IPv6]:PORT` or a bare IPv6 address where it takes a
@@ -6,7 +6,11 @@ Service's name (a Service name never parses as one: it starts with a letter and 
 the Service whose ClusterIP, external IP or load-balancer IP it is — or, for a node's address and a
 port, whose node port it is — and keeps, of that Service's trace, the frontends at that address.
 
-Where the Service comes from:
+It also takes a Service's DNS name as applications are configured with it (`NAME.NAMESPACE`,
+`NAME.NAMESPACE.svc.cluster.local`, with an optional `:PORT`): that resolves to the ClusterIP, so the
+trace keeps the ClusterIP frontends (on that port).
+
+Where the Service at an address comes from:
 - the API's objects (live, or a snapshot's): `services_at`;
 - without objects (`--from-file`), the rules themselves: `services_in_map` over a map of every Service.
 
@@ -16,11 +20,12 @@ Pure: no I/O. Errors are the project's one-line errors.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, replace
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 from kubectl_svcnet.errors import NotFoundError, UsageError
-from kubectl_svcnet.model import NODE_PORT, Frontend, Node, Service, ServiceMap
+from kubectl_svcnet.model import CLUSTER_IP, NODE_PORT, Frontend, Node, Service, ServiceMap
 
 # The node's addresses a node port is reached at (as `--address-type` names them).
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
@@ -64,11 +69,40 @@ def parse_address(text: str) -> Optional[Address]:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
-    if port_text is None:
-        return Address(ip.compressed)
+    return Address(ip.compressed, None if port_text is None else _port(text, port_text))
+
+
+@dataclass(frozen=True)
+class DnsName:
+    """A Service's DNS name, as applications are configured with it: it resolves to the ClusterIP."""
+
+    namespace: str
+    name: str
+    port: Optional[int] = None
+
+
+# A Service's name is a DNS-1035 label (it starts with a letter); a namespace's a DNS-1123 label.
+_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
+_NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+
+def parse_dns_name(text: str) -> Optional[DnsName]:
+    """`NAME.NAMESPACE`, `NAME.NAMESPACE.svc` or `NAME.NAMESPACE.svc.DOMAIN` (cluster.local, a trailing
+    dot allowed), each with an optional `:PORT` -> DnsName; None for anything else. A bad port is a
+    UsageError."""
+    host, sep, port_text = text.strip().partition(":")
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(labels) < 2 or (len(labels) > 2 and labels[2] != "svc") or not all(labels):
+        return None
+    if not _NAME.match(labels[0]) or not _NAMESPACE.match(labels[1]):
+        return None
+    return DnsName(labels[1], labels[0], _port(text, port_text) if sep else None)
+
+
+def _port(text: str, port_text: str) -> int:
     if not port_text.isdecimal() or not 1 <= int(port_text) <= 65535:
-        raise UsageError(f"invalid port in {text!r}: give IP:PORT with a port from 1 to 65535")
-    return Address(ip.compressed, int(port_text))
+        raise UsageError(f"invalid port in {text!r}: a port is a number from 1 to 65535")
+    return int(port_text)
 
 
 def node_addresses(nodes: Iterable[Node]) -> FrozenSet[str]:
@@ -164,9 +198,25 @@ def narrow(smap: ServiceMap, addr: Address, node_ips: FrozenSet[str]) -> Service
     """The map with only the frontends at `addr` (and the service ports that have one). Frontends at the
     address itself win: node ports come in only where none is (a node's address and a node port)."""
     exact = any(f.ip is not None and frontend_at(f, addr, node_ips) for v in smap.services for f in v.frontends)
+    return _keep(smap, lambda f: (f.ip is not None or not exact) and frontend_at(f, addr, node_ips))
+
+
+def narrow_to_cluster_ip(smap: ServiceMap, port: Optional[int]) -> ServiceMap:
+    """The map with only the ClusterIP frontends (on `port`, if given): where a DNS name leads."""
+    return _keep(smap, lambda f: f.type == CLUSTER_IP and (port is None or f.port == port))
+
+
+def frontend_text(f: Frontend, protocol: str) -> str:
+    """`10.96.0.10:53/UDP`, `[fd00::a]:53/UDP`, `*:30080/TCP (NodePort)`: a frontend in a message."""
+    if f.ip is None:
+        return f"*:{f.port}/{protocol} ({f.type})"
+    return f"{Address(canonical(f.ip), f.port)}/{protocol}"
+
+
+def _keep(smap: ServiceMap, keep: Callable[[Frontend], bool]) -> ServiceMap:
     views = []
     for view in smap.services:
-        kept = tuple(f for f in view.frontends if (f.ip is not None or not exact) and frontend_at(f, addr, node_ips))
+        kept = tuple(f for f in view.frontends if keep(f))
         if kept:
             views.append(view if len(kept) == len(view.frontends) else replace(view, frontends=kept))
     return replace(smap, services=tuple(views))

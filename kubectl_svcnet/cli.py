@@ -317,11 +317,13 @@ ssh node1 sudo iptables-save | kubectl svcnet trace web -n shop --from-file node
 # From an address: the Service whose ClusterIP, external or load-balancer IP it is (or a node's IP and
 # a node port), in any namespace; only its frontends at that address
 kubectl svcnet trace 10.96.0.10:53
+# By the DNS name an application connects to: its ClusterIP frontends (on that port)
+kubectl svcnet trace db-service.shop.svc.cluster.local:3306
 # With kube-proxy's recent log lines about the Service, from a snapshot
 kubectl svcnet trace web --snapshot ./snap --logs
 """,
 )
-@click.argument("name", metavar="[NAMESPACE/]NAME | IP[:PORT]")
+@click.argument("name", metavar="[NAMESPACE/]NAME | ADDRESS[:PORT]")
 @_input_options
 @click.option("-n", "--namespace", metavar="NS",
               help="The Service's namespace (default: the context's, or default; for an address: any).")  # fmt: skip
@@ -332,16 +334,24 @@ def trace(name, namespace, logs, log_lines, **o) -> None:
     """One Service: all its ports, on every node, with the chain path each connection takes (each hop
     CHAIN:LINE of the rule taken, to hold against the node's own iptables-save or nft output).
 
-    Given an address (IP, IP:PORT, [IPv6]:PORT), the Service at it, and only its frontends there."""
-    from kubectl_svcnet.address import parse_address
+    ADDRESS is an IP (IP, IP:PORT, [IPv6]:PORT): the Service at it, in any namespace, and only its
+    frontends there; or a Service's DNS name (NAME.NAMESPACE[.svc.cluster.local][:PORT]): its ClusterIP
+    frontends (on that port)."""
+    from kubectl_svcnet.address import parse_address, parse_dns_name
     from kubectl_svcnet.app import build_map
 
+    target = name
     addr = parse_address(name)
+    dns = parse_dns_name(name) if addr is None else None
+    if dns is not None:
+        if namespace and namespace != dns.namespace:
+            raise UsageError(f"{name} is in namespace {dns.namespace}, but -n says {namespace}: give one of them")
+        name, namespace = dns.name, dns.namespace
     if addr is not None:
         inputs, service = _inputs_at(addr, namespace, o)
     else:
         if not name.strip() or name.count("/") > 1 or name.strip().startswith("/") or name.strip().endswith("/"):
-            raise UsageError(f"invalid Service name {name!r}: give NAME, NAMESPACE/NAME or IP[:PORT]")
+            raise UsageError(f"invalid Service name {name!r}: give NAME, NAMESPACE/NAME, IP[:PORT] or DNS-NAME[:PORT]")
         if "/" in name:
             ns, _, name = name.partition("/")
             if namespace and namespace != ns:
@@ -356,14 +366,8 @@ def trace(name, namespace, logs, log_lines, **o) -> None:
         if o["snapshot"]:
             e.where = o["snapshot"]
         raise
-    if addr is not None:
-        from dataclasses import replace
-
-        from kubectl_svcnet.address import narrow, node_addresses
-        from kubectl_svcnet.objects import flatten, parse_node
-
-        nodes = [parse_node(x) for x in flatten(inputs.objects) if x.get("kind") == "Node"]
-        result = replace(result, service_map=narrow(result.service_map, addr, node_addresses(nodes)))
+    if addr is not None or dns is not None:
+        result = _narrowed(result, inputs, addr, dns, target, service, o["snapshot"] or None)
     if not logs:
         _emit(result, o["output"], o["no_headers"], paths=o["output"] in ("table", "wide"))
         return
@@ -392,6 +396,31 @@ def trace(name, namespace, logs, log_lines, **o) -> None:
     kept = {n: filter_log(inputs.logs[n], service, log_lines) for n in names if n in inputs.logs}
     render_logs(result.service_map, kept, sys.stdout, o["output"], o["no_headers"], err=sys.stderr)
     _finish(result.problems, result.status)
+
+
+def _narrowed(result, inputs, addr, dns, target: str, service: str, where: Optional[str]):
+    """`trace ADDRESS` / `trace DNS-NAME`: the result with only the Service's frontends there (its
+    ClusterIP ones, for a DNS name); none in the nodes' rules is a NotFoundError that lists what is."""
+    from dataclasses import replace
+
+    from kubectl_svcnet.address import frontend_text, narrow, narrow_to_cluster_ip, node_addresses
+    from kubectl_svcnet.model import CLUSTER_IP
+    from kubectl_svcnet.objects import flatten, parse_node
+
+    whole = result.service_map
+    if addr is not None:
+        nodes = [parse_node(x) for x in flatten(inputs.objects) if x.get("kind") == "Node"]
+        smap = narrow(whole, addr, node_addresses(nodes))
+    else:
+        smap = narrow_to_cluster_ip(whole, dns.port)
+    if smap.services:
+        return replace(result, service_map=smap)
+    ns, _, name = service.partition("/")
+    what = "frontend" if addr is not None else "ClusterIP frontend"
+    there = sorted({frontend_text(f, v.key.protocol) for v in whole.services for f in v.frontends
+                    if addr is not None or f.type == CLUSTER_IP})  # fmt: skip
+    raise NotFoundError(f'service "{name}" in namespace "{ns}" has no {what} at {target} in the nodes\' rules',
+                        where=where, hint=f"its {what}s: {', '.join(there)}" if there else None)  # fmt: skip
 
 
 def _inputs_at(addr, namespace: Optional[str], o: dict):

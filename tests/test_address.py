@@ -11,9 +11,11 @@ import pytest
 
 from kubectl_svcnet.address import (
     Address,
+    DnsName,
     frontend_at,
     narrow,
     parse_address,
+    parse_dns_name,
     pick_service,
     services_at,
     why_none,
@@ -53,6 +55,33 @@ def test_parse_address(text, want):
 def test_an_address_with_a_bad_port_is_a_usage_error(text):
     with pytest.raises(UsageError, match="invalid port"):
         parse_address(text)
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("db.shop", DnsName("shop", "db")),
+        ("db.shop:3306", DnsName("shop", "db", 3306)),
+        ("db.shop.svc", DnsName("shop", "db")),
+        ("db.shop.svc.cluster.local:3306", DnsName("shop", "db", 3306)),
+        ("db.shop.svc.cluster.local.", DnsName("shop", "db")),
+        ("db.0-ns.svc.example.org", DnsName("0-ns", "db")),
+        ("db", None),
+        ("shop/db", None),
+        ("db.shop.pod.cluster.local", None),  # not a Service's name
+        ("db.Shop", None),
+        ("9db.shop", None),  # a Service's name starts with a letter
+        ("db..svc", None),
+        ("10.0.0.1", None),
+    ],
+)
+def test_parse_dns_name(text, want):
+    assert parse_dns_name(text) == want
+
+
+def test_a_dns_name_with_a_bad_port_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"^invalid port in 'db\.shop:0': a port is a number from 1 to 65535$"):
+        parse_dns_name("db.shop:0")
 
 
 def test_address_text_round_trips():
@@ -194,6 +223,29 @@ def test_no_service_at_the_address(capsys, target, extra, error, hint):
     assert r.code == 1 and r.out == ""
     assert r.errors() == [f"error: {error} ({SEED})"]
     assert r.hint() == f"hint: {hint}"
+
+
+def test_a_dns_name_traces_the_cluster_ip(capsys):
+    """An application's DNS name resolves to the ClusterIP: its frontends alone, on the port if given."""
+    whole = trace_json(capsys, "web-lb", "-n", "default", "--snapshot", SEED)
+    got = trace_json(capsys, "web-lb.default.svc.cluster.local", "--snapshot", SEED)
+    assert frontends(got) == [("default", "web-lb", "http", "TCP", "ClusterIP", "10.98.77.40", 80)]
+    assert [f for s in got["services"] for f in s["frontends"]] == [
+        f for s in whole["services"] for f in s["frontends"] if f["type"] == "ClusterIP"
+    ]
+    assert trace_json(capsys, "web-lb.default:80", "--snapshot", SEED) == got
+    dns = trace_json(capsys, "kube-dns.kube-system.svc:53", "--snapshot", SEED)
+    assert [(p, proto) for _, _, p, proto, *_ in frontends(dns)] == [("dns", "UDP"), ("dns-tcp", "TCP")]
+    r = svcnet(capsys, "trace", "web-lb.default:81", "--snapshot", SEED)
+    assert r.code == 1 and r.errors() == [
+        'error: service "web-lb" in namespace "default" has no ClusterIP frontend at web-lb.default:81 in the'
+        f" nodes' rules ({SEED})"
+    ]
+    assert r.hint() == "hint: its ClusterIP frontends: 10.98.77.40:80/TCP"
+    r = svcnet(capsys, "trace", "db-service.default", "-n", "shop", "--snapshot", SEED)
+    assert r.code == 2 and r.errors() == [
+        "error: db-service.default is in namespace default, but -n says shop: give one of them"
+    ]
 
 
 @pytest.mark.parametrize("dump", [IPT, NFT], ids=["iptables", "nftables"])

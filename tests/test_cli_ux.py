@@ -81,7 +81,7 @@ def test_help_sections_and_what_each_command_leaves_out(capsys):
 
 def test_trace_help_names_the_namespace_form(capsys):
     out = svcnet(capsys, "trace", "--help").out
-    assert out.startswith("Usage: kubectl svcnet trace [OPTIONS] [NAMESPACE/]NAME | IP[:PORT]")
+    assert out.startswith("Usage: kubectl svcnet trace [OPTIONS] [NAMESPACE/]NAME | ADDRESS[:PORT]\n")
 
 
 # -- --from-file: what and where -------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_trace_namespace_slash_name(capsys):
 def test_trace_invalid_names(capsys, name):
     r = svcnet(capsys, "trace", name, "--snapshot", str(SEED))
     assert r.code == 2 and r.out == ""
-    one_error(r, f"error: invalid Service name {name!r}: give NAME, NAMESPACE/NAME or IP[:PORT]")
+    one_error(r, f"error: invalid Service name {name!r}: give NAME, NAMESPACE/NAME, IP[:PORT] or DNS-NAME[:PORT]")
 
 
 # -- options that do nothing here ------------------------------------------------------------------------

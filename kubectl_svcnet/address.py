@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 from kubectl_svcnet.errors import NotFoundError, UsageError
-from kubectl_svcnet.model import CLUSTER_IP, NODE_PORT, Frontend, Node, Service, ServiceMap
+from kubectl_svcnet.model import CLUSTER_IP, NODE_PORT, Cluster, Frontend, Node, Service, ServiceMap
 
 # The node's addresses a node port is reached at (as `--address-type` names them).
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
@@ -180,9 +180,16 @@ def pick_service(
     raise UsageError(f"{addr} is an address of {len(names)} Services: {shown}{more}", hint=hint)
 
 
-def why_none(addr: Address, same_ip: Sequence[Tuple[str, str]], nodes: Sequence[Node] = ()) -> str:
+def why_none(
+    addr: Address,
+    same_ip: Sequence[Tuple[str, str]],
+    nodes: Sequence[Node] = (),
+    backend_of: Sequence[str] = (),
+    pod: Optional[str] = None,
+) -> str:
     """A hint for an address no Service answers at: the Services at its IP on other ports (`same_ip`:
-    services_at or services_in_map of the IP alone), or the node it belongs to."""
+    services_at or services_in_map of the IP alone), the node it belongs to, or the Services it is a
+    backend of (`backend_of`, "ns/name": backends_in_cluster or backends_in_map; `pod`: whose IP it is)."""
     if addr.port is not None and same_ip:
         shown = "; ".join(f"{name} ({what})" for name, what in same_ip[:MAX_LISTED])
         return f"{addr.ip} is an address of {shown}: not on port {addr.port}"
@@ -191,7 +198,23 @@ def why_none(addr: Address, same_ip: Sequence[Tuple[str, str]], nodes: Sequence[
         if addr.port is None:
             return f"{addr.ip} is node {node}'s address: give IP:PORT with a node port"
         return f"{addr.ip} is node {node}'s address, and no Service has node port {addr.port}"
+    if backend_of:
+        who = f"pod {pod}, " if pod else ""
+        return f"{addr} is {who}a backend of {', '.join(backend_of[:MAX_LISTED])}: trace that Service instead"
     return ""
+
+
+def backends_in_cluster(cluster: Cluster, addr: Address) -> List[str]:
+    """The API's Services with an endpoint at `addr` ("ns/name")."""
+    return sorted({f"{k.namespace}/{k.name}" for k, eps in cluster.endpoints.items() for e in eps
+                   if canonical(e.ip) == addr.ip and addr.port in (None, e.port)})  # fmt: skip
+
+
+def backends_in_map(smap: ServiceMap, addr: Address) -> List[str]:
+    """The Services whose rules send connections to `addr` ("ns/name"), as the nodes' rules say."""
+    return sorted({f"{v.key.namespace}/{v.key.name}" for v in smap.services for f in v.frontends
+                   for r in f.routes for b in r.backends
+                   if canonical(b.ip) == addr.ip and addr.port in (None, b.port)})  # fmt: skip
 
 
 def narrow(smap: ServiceMap, addr: Address, node_ips: FrozenSet[str]) -> ServiceMap:

@@ -427,7 +427,15 @@ def _inputs_at(addr, namespace: Optional[str], o: dict):
     """`trace ADDRESS[:PORT]`: the run's inputs and the one Service ("ns/name") at the address — from the
     API's Services (live, or a snapshot's objects), else from the rules (a map of every Service; seconds
     on a 10,000-service dump). `-n` narrows the search to one namespace; without it, every namespace."""
-    from kubectl_svcnet.address import Address, pick_service, services_at, services_in_map, why_none
+    from kubectl_svcnet.address import (
+        Address,
+        backends_in_cluster,
+        backends_in_map,
+        pick_service,
+        services_at,
+        services_in_map,
+        why_none,
+    )
 
     live = not (o["from_file"] or o["snapshot"])
     if live:
@@ -455,15 +463,20 @@ def _inputs_at(addr, namespace: Optional[str], o: dict):
     if not hits:
         nodes = cluster.nodes if cluster is not None else ()
         same_ip = services_at(cluster.services, nodes, Address(addr.ip), namespace) if cluster is not None else []
+        backend_of = backends_in_cluster(cluster, addr) if cluster is not None else []
         # Nothing in the API's objects (or there are none): what the nodes' rules say, stale rules too —
-        # a map of every Service; with objects, only where the API has nothing at that IP and a dump
+        # a map of every Service; with objects, only where the API knows nothing of the IP and a dump
         # holds the address's text.
-        if cluster is None or (not same_ip and any(addr.ip in t for d in inputs.nodes.values() for t, _ in d)):
+        if cluster is None or (
+            not same_ip and not backend_of and any(addr.ip in t for d in inputs.nodes.values() for t, _ in d)
+        ):
             smap = build_map(inputs, namespace=namespace).service_map
             hits = services_in_map(smap, addr)
             same_ip = same_ip or services_in_map(smap, Address(addr.ip))
+            backend_of = backend_of or backends_in_map(smap, addr)
         if not hits:
-            hint = why_none(addr, same_ip, nodes)
+            pod = cluster.pods_by_ip.get(addr.ip) if cluster is not None else None
+            hint = why_none(addr, same_ip, nodes, backend_of, pod)
     return inputs, pick_service(hits, addr, where, scope, hint)
 
 

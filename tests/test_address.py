@@ -216,6 +216,11 @@ def test_only_the_frontends_at_the_address(capsys):
         ("10.9.9.9", (), "no Service at 10.9.9.9", "list every Service IP:port with `kubectl svcnet map -A`"),
         ("10.103.132.104", ("-n", "kube-system"), 'no Service at 10.103.132.104 in namespace "kube-system"',
          "list every Service IP:port with `kubectl svcnet map -A`"),
+        ("10.244.2.2:8080", (), "no Service at 10.244.2.2:8080",
+         "10.244.2.2:8080 is pod default/web-7c5ddbdf54-h8r4m, a backend of default/web, default/web-lb: trace that"
+         " Service instead"),
+        ("10.244.2.2:9999", (), "no Service at 10.244.2.2:9999",
+         "list every Service IP:port with `kubectl svcnet map -A`"),
     ],
 )  # fmt: skip
 def test_no_service_at_the_address(capsys, target, extra, error, hint):
@@ -262,6 +267,10 @@ def test_a_bare_dump_finds_the_service_in_its_rules(capsys, dump):
     r = svcnet(capsys, "trace", "172.30.0.44:81", "--from-file", dump)
     assert r.code == 1 and r.errors() == ["error: no Service at 172.30.0.44:81"]
     assert r.hint() == "hint: 172.30.0.44 is an address of ns4/svc4 (ClusterIP 80/TCP): not on port 81"
+    # A backend's address: the rules say whose.
+    backend = by_name["services"][0]["frontends"][0]["routes"][0]["backends"][0]
+    r = svcnet(capsys, "trace", backend["ip"], "--from-file", dump)
+    assert r.code == 1 and r.hint() == f"hint: {backend['ip']} is a backend of ns4/svc4: trace that Service instead"
 
 
 # -- live: the API emulator ------------------------------------------------------------------------

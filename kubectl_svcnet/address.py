@@ -229,13 +229,6 @@ def narrow_to_cluster_ip(smap: ServiceMap, port: Optional[int]) -> ServiceMap:
     return _keep(smap, lambda f: f.type == CLUSTER_IP and (port is None or f.port == port))
 
 
-def frontend_text(f: Frontend, protocol: str) -> str:
-    """`10.96.0.10:53/UDP`, `[fd00::a]:53/UDP`, `*:30080/TCP (NodePort)`: a frontend in a message."""
-    if f.ip is None:
-        return f"*:{f.port}/{protocol} ({f.type})"
-    return f"{Address(canonical(f.ip), f.port)}/{protocol}"
-
-
 def _keep(smap: ServiceMap, keep: Callable[[Frontend], bool]) -> ServiceMap:
     views = []
     for view in smap.services:

@@ -403,9 +403,10 @@ def _narrowed(result, inputs, addr, dns, target: str, service: str, where: Optio
     ClusterIP ones, for a DNS name); none in the nodes' rules is a NotFoundError that lists what is."""
     from dataclasses import replace
 
-    from kubectl_svcnet.address import frontend_text, narrow, narrow_to_cluster_ip, node_addresses
+    from kubectl_svcnet.address import narrow, narrow_to_cluster_ip, node_addresses
     from kubectl_svcnet.model import CLUSTER_IP
     from kubectl_svcnet.objects import flatten, parse_node
+    from kubectl_svcnet.render import frontend_text
 
     whole = result.service_map
     if addr is not None:
@@ -417,7 +418,7 @@ def _narrowed(result, inputs, addr, dns, target: str, service: str, where: Optio
         return replace(result, service_map=smap)
     ns, _, name = service.partition("/")
     what = "frontend" if addr is not None else "ClusterIP frontend"
-    there = sorted({frontend_text(f, v.key.protocol) for v in whole.services for f in v.frontends
+    there = sorted({f"{v.key.protocol} {frontend_text(f)}" for v in whole.services for f in v.frontends
                     if addr is not None or f.type == CLUSTER_IP})  # fmt: skip
     raise NotFoundError(f'service "{name}" in namespace "{ns}" has no {what} at {target} in the nodes\' rules',
                         where=where, hint=f"its {what}s: {', '.join(there)}" if there else None)  # fmt: skip

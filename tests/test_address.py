@@ -246,7 +246,7 @@ def test_a_dns_name_traces_the_cluster_ip(capsys):
         'error: service "web-lb" in namespace "default" has no ClusterIP frontend at web-lb.default:81 in the'
         f" nodes' rules ({SEED})"
     ]
-    assert r.hint() == "hint: its ClusterIP frontends: 10.98.77.40:80/TCP"
+    assert r.hint() == "hint: its ClusterIP frontends: TCP 10.98.77.40:80"
     r = svcnet(capsys, "trace", "db-service.default", "-n", "shop", "--snapshot", SEED)
     assert r.code == 2 and r.errors() == [
         "error: db-service.default is in namespace default, but -n says shop: give one of them"

@@ -256,12 +256,35 @@ def analyze(
         elif any(r.verdict == REJECT for fe in frontends[key] if fe.type == CLUSTER_IP for r in fe.routes):
             fs.append(Finding(INFO, "no-endpoints", f"{key} has no endpoints in the rules: connections are refused"))
         fs.extend(_disagreement(key, frontends[key]))
+        fs.extend(_undeclared_ports(key, cluster))
     views = []
     for key in sorted(frontends):
         fes = sorted(frontends[key], key=lambda f: (_type_order(f.type), f.ip or "", f.port, f.node))
         views.append(ServiceView(key, tuple(fes), tuple(_dedupe(findings.get(key, ())))))
     node_findings = tuple(f for p in planes for f in p.findings) + tuple(proxy_findings)
     return ServiceMap(tuple(p.info for p in planes), tuple(views), node_findings)
+
+
+def _undeclared_ports(key: ServiceKey, cluster: Cluster) -> List[Finding]:
+    """Endpoints whose pod declares container ports, none of them the endpoint's: the Service's
+    targetPort names a port nothing in the pod says it listens on, the usual cause of "connection
+    refused" with endpoints ready and the rules right. (Declaring ports is optional, so a pod that
+    declares none is not judged.)"""
+    out = []
+    for e in cluster.endpoints.get(key, ()):
+        pod = e.pod or cluster.pods_by_ip.get(e.ip)
+        declared = cluster.pod_ports.get(pod) if pod else None
+        if declared and (e.port, key.protocol) not in declared:
+            shown = ", ".join(f"{p}/{proto}" for p, proto in sorted(declared))
+            out.append(
+                Finding(
+                    WARNING,
+                    "undeclared-target-port",
+                    f"{key}: endpoint {e.ip}:{e.port} is pod {pod}, whose containers declare {shown}, not"
+                    f" {e.port}/{key.protocol}: connections to it may be refused (check the Service's targetPort)",
+                )
+            )
+    return out
 
 
 def _type_order(t: str) -> int:

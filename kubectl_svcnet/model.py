@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from operator import attrgetter
 from reprlib import recursive_repr
-from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, Type, TypeVar
 
 # Who a route applies to (the JSON contract's `from`).
 FROM_ANY = "any"  # every client
@@ -333,6 +333,8 @@ class Cluster:
     nodes: Tuple[Node, ...] = ()
     pods_by_ip: Dict[str, str] = field(default_factory=dict)  # pod IP -> ns/name
     pod_nodes: Dict[str, str] = field(default_factory=dict)  # ns/name -> node name
+    # ns/name -> the (port, protocol) its containers declare, for pods that declare any
+    pod_ports: Dict[str, FrozenSet[Tuple[int, str]]] = field(default_factory=dict)
     has_services: bool = False
     has_endpoints: bool = False
     has_pods: bool = False

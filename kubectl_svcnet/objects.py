@@ -3,7 +3,7 @@ Cluster. Pure: dicts in, frozen values out; the API client and the snapshot read
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from kubectl_svcnet.model import Cluster, Endpoint, Node, Service, ServiceKey, ServicePort
 
@@ -143,6 +143,20 @@ def parse_node(o: Dict[str, Any]) -> Node:
     return Node(name, addrs, cidrs)
 
 
+def _declared_ports(spec: Dict[str, Any]) -> FrozenSet[Tuple[int, str]]:
+    """The (containerPort, protocol) a pod's containers declare — and its sidecars' (init containers that
+    keep running: restartPolicy Always). Declaring is optional: an empty set says nothing."""
+    containers = list(spec.get("containers") or []) + [
+        c for c in spec.get("initContainers") or [] if isinstance(c, dict) and c.get("restartPolicy") == "Always"
+    ]
+    out = set()
+    for c in containers:
+        for p in (c.get("ports") or []) if isinstance(c, dict) else []:
+            if isinstance(p, dict) and isinstance(p.get("containerPort"), int):
+                out.add((p["containerPort"], str(p.get("protocol") or "TCP")))
+    return frozenset(out)
+
+
 def build_cluster(objs: Iterable[Dict[str, Any]]) -> Cluster:
     """All objects of a run -> Cluster. Unknown kinds are ignored (a snapshot may hold anything)."""
     services: List[Service] = []
@@ -151,6 +165,7 @@ def build_cluster(objs: Iterable[Dict[str, Any]]) -> Cluster:
     nodes: List[Node] = []
     pods_by_ip: Dict[str, str] = {}
     pod_nodes: Dict[str, str] = {}
+    pod_ports: Dict[str, FrozenSet[Tuple[int, str]]] = {}
     kinds = set()
     for o in flatten(objs):
         kind = o.get("kind")
@@ -171,6 +186,9 @@ def build_cluster(objs: Iterable[Dict[str, Any]]) -> Cluster:
             ref = f"{ns}/{name}"
             if spec.get("nodeName"):
                 pod_nodes[ref] = spec["nodeName"]
+            declared = _declared_ports(spec)
+            if declared:
+                pod_ports[ref] = declared
             if spec.get("hostNetwork"):
                 continue  # shares the node's IP: it names no pod IP
             ips = [p.get("ip") for p in status.get("podIPs") or [] if p.get("ip")] or (
@@ -185,6 +203,7 @@ def build_cluster(objs: Iterable[Dict[str, Any]]) -> Cluster:
         nodes=tuple(sorted(nodes, key=lambda n: n.name)),
         pods_by_ip=pods_by_ip,
         pod_nodes=pod_nodes,
+        pod_ports=pod_ports,
         has_services="Service" in kinds,
         has_endpoints="EndpointSlice" in kinds or "Endpoints" in kinds,
         has_pods="Pod" in kinds,

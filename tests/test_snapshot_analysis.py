@@ -91,6 +91,43 @@ def test_node_without_the_service_at_all(drifted):
     assert ("missing-service", "node01") in codes(smap, "db-service")
 
 
+def _set_pod(snap: Path, name: str, edit) -> None:
+    pods = json.loads((snap / "pods.json").read_text())
+    edit(next(p for p in pods["items"] if p["metadata"]["name"] == name)["spec"])
+    (snap / "pods.json").write_text(json.dumps(pods))
+
+
+def test_a_target_port_the_pod_does_not_declare(drifted):
+    """db's Service sends to 3306, but the pod says it listens on 5432: the classic targetPort slip."""
+    _set_pod(drifted, "db", lambda spec: spec["containers"][0]["ports"][0].update(containerPort=5432))
+    smap = build_map(read_snapshot(str(drifted)), only="default/db-service").service_map
+    (view,) = smap.services
+    assert [(f.severity, f.code, f.message) for f in view.findings] == [(
+        "warning", "undeclared-target-port",
+        "default/db-service: endpoint 10.244.1.2:3306 is pod default/db, whose containers declare 5432/TCP, not"
+        " 3306/TCP: connections to it may be refused (check the Service's targetPort)",
+    )]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda spec: spec["containers"][0].pop("ports"),  # declares nothing: not judged
+        lambda spec: (
+            spec["containers"][0]["ports"][0].update(containerPort=5432)
+            or spec.setdefault("initContainers", []).append(  # a sidecar (restartPolicy Always) declares it
+                {"name": "proxy", "image": "envoy", "restartPolicy": "Always", "ports": [{"containerPort": 3306}]}
+            )
+        ),
+    ],
+    ids=["no-ports-declared", "sidecar-declares-it"],
+)
+def test_declared_ports_that_say_nothing_against_the_target_port(drifted, edit):
+    _set_pod(drifted, "db", edit)
+    smap = build_map(read_snapshot(str(drifted)), only="default/db-service").service_map
+    assert smap.services[0].findings == ()
+
+
 def test_readme_main_job_command():
     r = subprocess.run(
         [sys.executable, "-m", "kubectl_svcnet", "trace", "db-service", "--snapshot", str(SEED)],

@@ -76,16 +76,49 @@ def _cluster_route(fe: Frontend) -> Optional[Route]:
     return None
 
 
-def expected_backends(svc: Optional[Service], eps: Sequence[Endpoint], node: str) -> Set[Tuple[str, int]]:
-    """The endpoints kube-proxy on `node` should use for cluster traffic (pkg/proxy/topology.go):
-    ready ones; if none is ready, serving-and-terminating ones; with internalTrafficPolicy Local,
-    only those on the node."""
+def expected_backends(
+    svc: Optional[Service], eps: Sequence[Endpoint], node: str, zone: Optional[str] = None, topology: bool = True
+) -> Set[Tuple[str, int]]:
+    """The endpoints kube-proxy on `node` (in `zone`) should use for cluster traffic, as
+    pkg/proxy/topology.go's CategorizeEndpoints decides: ready ones — with internalTrafficPolicy Local
+    only those on the node; else, with `topology`, only those the EndpointSlice hints give this node
+    (topologyModeFromHints) — and if none is ready, the serving-and-terminating ones."""
     if svc is not None and svc.internal_traffic_policy == "Local":
         eps = [e for e in eps if e.node_name == node]
-    ready = [e for e in eps if e.ready]
+        ready = [e for e in eps if e.ready]
+    else:
+        mode = topology_mode(eps, node, zone) if topology else None
+        ready = [e for e in eps if e.ready and _available(e, mode, node, zone)]
     if not ready:
         ready = [e for e in eps if e.serving and e.terminating]
     return {(e.ip, e.port) for e in ready}
+
+
+def topology_mode(eps: Sequence[Endpoint], node: str, zone: Optional[str]) -> Optional[str]:
+    """kube-proxy's topologyModeFromHints: "PreferSameNode" when every ready endpoint has a node hint and
+    one names this node; else "PreferSameZone" when every ready endpoint has a zone hint and one names
+    this node's zone; else None (every ready endpoint)."""
+    ready = [e for e in eps if e.ready]
+    if not ready:
+        return None
+    if all(e.node_hints for e in ready) and any(node in e.node_hints for e in ready):
+        return "PreferSameNode"
+    if all(e.zone_hints for e in ready) and zone and any(zone in e.zone_hints for e in ready):
+        return "PreferSameZone"
+    return None
+
+
+def _available(e: Endpoint, mode: Optional[str], node: str, zone: Optional[str]) -> bool:
+    if mode == "PreferSameNode":
+        return node in e.node_hints
+    if mode == "PreferSameZone":
+        return zone in e.zone_hints
+    return True
+
+
+def _hinted(eps: Sequence[Endpoint]) -> bool:
+    """Whether topology hints can make nodes use different endpoints (then nodes may rightly disagree)."""
+    return any(e.zone_hints or e.node_hints for e in eps if e.ready)
 
 
 def _check_node(
@@ -99,11 +132,14 @@ def _check_node(
     out: List[Finding] = []
     cip = [f for f in fes if f.type == CLUSTER_IP]
     if cluster.has_endpoints:
-        want = expected_backends(svc, eps, node)
+        zone = next((n.zone for n in cluster.nodes if n.name == node), None)
+        want = expected_backends(svc, eps, node, zone)
         known = {(e.ip, e.port) for e in eps}
         for fe in cip[:1]:
             route = _cluster_route(fe)
             have = {(b.ip, b.port) for b in route.backends} if route else set()
+            if have != want and _hinted(eps) and have == expected_backends(svc, eps, node, zone, topology=False):
+                want = have  # a kube-proxy that does not use topology hints (older, or its feature gate off)
             for ip, port in sorted(want - have):
                 out.append(
                     Finding(
@@ -255,7 +291,8 @@ def analyze(
                 fs.append(Finding(WARNING, "no-endpoints", f"{key} has no ready endpoints: connections are refused"))
         elif any(r.verdict == REJECT for fe in frontends[key] if fe.type == CLUSTER_IP for r in fe.routes):
             fs.append(Finding(INFO, "no-endpoints", f"{key} has no endpoints in the rules: connections are refused"))
-        fs.extend(_disagreement(key, frontends[key]))
+        if not (cluster.has_endpoints and _hinted(cluster.endpoints.get(key, ()))):
+            fs.extend(_disagreement(key, frontends[key]))  # (with topology hints each node is checked alone)
         fs.extend(_undeclared_ports(key, cluster))
     views = []
     for key in sorted(frontends):

@@ -313,15 +313,18 @@ class Endpoint:
     terminating: bool = False
     node_name: Optional[str] = None
     pod: Optional[str] = None  # ns/name from targetRef
+    zone_hints: Tuple[str, ...] = ()  # hints.forZones: the zones whose nodes should use it (topology)
+    node_hints: Tuple[str, ...] = ()  # hints.forNodes: the nodes that should use it (PreferSameNode)
 
 
 @frozen
 class Node:
-    """A Node: its addresses and pod CIDRs."""
+    """A Node: its addresses, pod CIDRs and zone."""
 
     name: str
     addresses: Tuple[Tuple[str, str], ...] = ()  # (type, address)
     pod_cidrs: Tuple[str, ...] = ()
+    zone: Optional[str] = None  # label topology.kubernetes.io/zone
 
 
 @frozen

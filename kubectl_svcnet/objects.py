@@ -8,6 +8,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 from kubectl_svcnet.model import Cluster, Endpoint, Node, Service, ServiceKey, ServicePort
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ZONE_LABEL = "topology.kubernetes.io/zone"
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
 
@@ -115,9 +116,17 @@ def endpoints_from_slice(o: Dict[str, Any]) -> Dict[ServiceKey, List[Endpoint]]:
                         terminating=_cond(conds, "terminating", False),
                         node_name=e.get("nodeName"),
                         pod=_pod_ref(e.get("targetRef"), ns),
+                        zone_hints=_hints(e, "forZones"),
+                        node_hints=_hints(e, "forNodes"),
                     )
                 )
     return out
+
+
+def _hints(endpoint: Dict[str, Any], kind: str) -> Tuple[str, ...]:
+    """An EndpointSlice endpoint's `hints.forZones` or `hints.forNodes` names (topology-aware routing)."""
+    hints = endpoint.get("hints") or {}
+    return tuple(str(h["name"]) for h in hints.get(kind) or [] if isinstance(h, dict) and h.get("name"))
 
 
 def endpoints_from_core(o: Dict[str, Any]) -> Dict[ServiceKey, List[Endpoint]]:
@@ -140,7 +149,8 @@ def parse_node(o: Dict[str, Any]) -> Node:
     spec = o.get("spec") or {}
     addrs = tuple((str(a.get("type")), str(a.get("address"))) for a in (o.get("status") or {}).get("addresses") or [])
     cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
-    return Node(name, addrs, cidrs)
+    zone = ((o.get("metadata") or {}).get("labels") or {}).get(ZONE_LABEL)
+    return Node(name, addrs, cidrs, str(zone) if zone else None)
 
 
 def _declared_ports(spec: Dict[str, Any]) -> FrozenSet[Tuple[int, str]]:

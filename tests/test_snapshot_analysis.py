@@ -4,6 +4,7 @@ every disagreement between the rules and the API (or between nodes) reported."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,113 @@ def test_declared_ports_that_say_nothing_against_the_target_port(drifted, edit):
     _set_pod(drifted, "db", edit)
     smap = build_map(read_snapshot(str(drifted)), only="default/db-service").service_map
     assert smap.services[0].findings == ()
+
+
+# -- topology-aware routing: EndpointSlice hints make nodes rightly use different endpoints ----------
+
+WEB = {"10.244.1.3": "node01", "10.244.2.2": "node02", "10.244.2.3": "node02"}
+WEB_RULE = '"default/web -> {}:8080"'
+
+
+def _hint(snap: Path, zones: dict, nodes_hint: bool = False) -> None:
+    """Zone labels on the Nodes (`zones`: node -> zone) and hints on web's endpoints: each endpoint for
+    its own node's zone (or, with `nodes_hint`, for its own node)."""
+    nodes = json.loads((snap / "nodes.json").read_text())
+    for n in nodes["items"]:
+        if n["metadata"]["name"] in zones:
+            n["metadata"].setdefault("labels", {})["topology.kubernetes.io/zone"] = zones[n["metadata"]["name"]]
+    (snap / "nodes.json").write_text(json.dumps(nodes))
+    slices = json.loads((snap / "endpointslices.json").read_text())
+    for sl in slices["items"]:
+        if sl["metadata"]["labels"].get("kubernetes.io/service-name") == "web":
+            for e in sl["endpoints"]:
+                node = WEB[e["addresses"][0]]
+                e["hints"] = {"forNodes": [{"name": node}]} if nodes_hint else {"forZones": [{"name": zones[node]}]}
+    (snap / "endpointslices.json").write_text(json.dumps(slices))
+
+
+def _keep_web(snap: Path, node: str, keep: list) -> None:
+    """What kube-proxy on `node` writes when it uses only `keep` of web's endpoints (in the dump's order):
+    the other endpoints' jumps dropped, each kept jump's probability 1/(n-i), the last one without."""
+    dump = snap / "nodes" / node / "iptables-nft-save.txt"
+    out, kept = [], 0
+    for line in dump.read_text().splitlines(keepends=True):
+        ip = next((ip for ip in WEB if WEB_RULE.format(ip) in line and line.startswith("-A KUBE-SVC-")), None)
+        if ip is None:
+            out.append(line)
+            continue
+        if ip not in keep:
+            continue
+        line = re.sub(r" -m statistic --mode random --probability [0-9.]+", "", line)
+        left = len(keep) - kept
+        if left > 1:
+            prob = {2: "0.50000000000", 3: "0.33333333349"}[left]
+            line = line.replace(" -j ", f" -m statistic --mode random --probability {prob} -j ")
+        kept += 1
+        out.append(line)
+    dump.write_text("".join(out))
+
+
+ZONES = {"controlplane": "zone-a", "node01": "zone-a", "node02": "zone-b"}
+
+
+def web_findings(snap: Path):
+    return codes(build_map(read_snapshot(str(snap)), only="default/web").service_map, "web")
+
+
+def test_zone_hints_nodes_use_their_zones_endpoints(drifted):
+    _hint(drifted, ZONES)
+    for node in ("controlplane", "node01"):
+        _keep_web(drifted, node, ["10.244.1.3"])
+    _keep_web(drifted, "node02", ["10.244.2.2", "10.244.2.3"])
+    assert web_findings(drifted) == []  # every node as its zone's hints say; nodes differ, rightly
+
+
+def test_without_hints_the_same_rules_are_drift(drifted):
+    for node in ("controlplane", "node01"):
+        _keep_web(drifted, node, ["10.244.1.3"])
+    found = web_findings(drifted)
+    assert ("missing-endpoint", "node01") in found and ("nodes-disagree", None) in found
+
+
+def test_zone_hints_a_node_missing_its_zones_endpoint(drifted):
+    _hint(drifted, ZONES)
+    for node in ("controlplane", "node01"):
+        _keep_web(drifted, node, ["10.244.1.3"])
+    _keep_web(drifted, "node02", ["10.244.2.2"])
+    assert web_findings(drifted) == [("missing-endpoint", "node02")]
+
+
+def test_zone_hints_a_kube_proxy_that_ignores_them_is_not_drift(drifted):
+    """Older kube-proxy (or its feature gate off) uses every ready endpoint: also right."""
+    _hint(drifted, ZONES)
+    assert web_findings(drifted) == []
+
+
+def test_node_hints_prefer_the_same_node(drifted):
+    """PreferSameNode: node hints; a node no endpoint is hinted for (controlplane) uses them all."""
+    _hint(drifted, ZONES, nodes_hint=True)
+    _keep_web(drifted, "node01", ["10.244.1.3"])
+    _keep_web(drifted, "node02", ["10.244.2.2", "10.244.2.3"])
+    assert web_findings(drifted) == []
+    _keep_web(drifted, "controlplane", ["10.244.1.3"])  # controlplane has no node hint: it must use all
+    assert web_findings(drifted) == [("missing-endpoint", "controlplane")] * 2
+
+
+def test_topology_mode():
+    from kubectl_svcnet.analyze import topology_mode
+    from kubectl_svcnet.model import Endpoint
+
+    a = Endpoint("10.0.0.1", 80, zone_hints=("a",), node_hints=("n1",))
+    b = Endpoint("10.0.0.2", 80, zone_hints=("b",), node_hints=("n2",))
+    unhinted = Endpoint("10.0.0.3", 80)
+    not_ready = Endpoint("10.0.0.4", 80, ready=False)  # only ready endpoints' hints count
+    assert topology_mode([a, b, not_ready], "n1", "a") == "PreferSameNode"
+    assert topology_mode([a, b], "n3", "b") == "PreferSameZone"  # no endpoint for n3: zones decide
+    assert topology_mode([a, b], "n3", "c") is None  # none for its zone either
+    assert topology_mode([a, b], "n3", None) is None  # a node without a zone label
+    assert topology_mode([a, b, unhinted], "n1", "a") is None  # one ready endpoint without hints
+    assert topology_mode([not_ready], "n1", "a") is None
 
 
 def test_readme_main_job_command():

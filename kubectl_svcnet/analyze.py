@@ -158,6 +158,8 @@ def _check_node(
                         node,
                     )
                 )
+            if svc is not None and route is not None and route.verdict == FORWARD:
+                out.extend(_affinity_drift(key, node, svc, route))
             if route is not None and route.verdict != FORWARD and want:
                 out.append(
                     Finding(
@@ -198,6 +200,21 @@ def _check_node(
                         )
                         break
     return out
+
+
+def _affinity_drift(key: ServiceKey, node: str, svc: Service, route: Route) -> List[Finding]:
+    """ClientIP session affinity (and its timeout) as the Service asks and as the node's rules keep it."""
+    want = svc.session_affinity_timeout
+    have = route.affinity.timeout_seconds if route.affinity is not None else None
+    if want == have:
+        return []
+    if have is None:
+        msg = f"{key} asks for ClientIP session affinity ({want}s), but node {node}'s rules keep none"
+    elif want is None:
+        msg = f"node {node}'s rules keep ClientIP session affinity ({have}s) for {key}, which asks for none"
+    else:
+        msg = f"{key} asks for ClientIP session affinity for {want}s, but node {node}'s rules keep it {have}s"
+    return [Finding(WARNING, "affinity-drift", msg, node)]
 
 
 def _disagreement(key: ServiceKey, fes: Sequence[Frontend]) -> List[Finding]:

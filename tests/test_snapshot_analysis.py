@@ -129,6 +129,36 @@ def test_declared_ports_that_say_nothing_against_the_target_port(drifted, edit):
     assert smap.services[0].findings == ()
 
 
+def test_session_affinity_the_rules_do_not_keep(drifted):
+    svcs = json.loads((drifted / "services.json").read_text())
+    db = next(s for s in svcs["items"] if s["metadata"]["name"] == "db-service")
+    db["spec"].update(sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 600}})
+    (drifted / "services.json").write_text(json.dumps(svcs))
+    smap = build_map(read_snapshot(str(drifted)), only="default/db-service").service_map
+    assert [(f.code, f.node, f.message) for f in smap.services[0].findings] == [
+        ("affinity-drift", n, f"default/db-service asks for ClientIP session affinity (600s), but node {n}'s rules keep"
+                              " none") for n in ("controlplane", "node01", "node02")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "want, have, message",
+    [
+        (None, None, None),
+        (10800, 10800, None),
+        (None, 10800, "node n1's rules keep ClientIP session affinity (10800s) for ns/s:p, which asks for none"),
+        (600, 10800, "ns/s:p asks for ClientIP session affinity for 600s, but node n1's rules keep it 10800s"),
+    ],
+)
+def test_affinity_drift(want, have, message):
+    from kubectl_svcnet.analyze import _affinity_drift
+    from kubectl_svcnet.model import Affinity, Route, Service, ServiceKey
+
+    route = Route("any", "forward", (), Affinity(have) if have else None)
+    got = _affinity_drift(ServiceKey("ns", "s", "p"), "n1", Service("ns", "s", session_affinity_timeout=want), route)
+    assert [f.message for f in got] == ([message] if message else [])
+
+
 # -- topology-aware routing: EndpointSlice hints make nodes rightly use different endpoints ----------
 
 WEB = {"10.244.1.3": "node01", "10.244.2.2": "node02", "10.244.2.3": "node02"}

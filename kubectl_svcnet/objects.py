@@ -51,10 +51,12 @@ def parse_service(o: Dict[str, Any]) -> Service:
         )
         for p in spec.get("ports") or []
     )
+    # kube-proxy writes no rules for a load-balancer IP whose ipMode is Proxy (the load balancer proxies
+    # to the node ports; pkg/proxy's IsVIPMode): only VIP-mode ingress IPs (the default) are frontends.
     lb_ips = tuple(
         i.get("ip")
         for i in ((status.get("loadBalancer") or {}).get("ingress") or [])
-        if isinstance(i, dict) and i.get("ip")
+        if isinstance(i, dict) and i.get("ip") and i.get("ipMode") != "Proxy"
     )
     timeout = None
     if spec.get("sessionAffinity") == "ClientIP":

@@ -141,6 +141,20 @@ def test_session_affinity_the_rules_do_not_keep(drifted):
     ]  # fmt: skip
 
 
+def test_a_proxy_mode_load_balancer_ip_needs_no_rules(drifted):
+    """ipMode Proxy: the load balancer proxies to the node ports, and kube-proxy writes nothing for its IP."""
+    for node in ("controlplane", "node01", "node02"):
+        _edit(drifted / "nodes" / node / "iptables-nft-save.txt", "192.168.56.240")
+    smap = build_map(read_snapshot(str(drifted)), only="default/web-lb").service_map
+    assert ("missing-frontend", "node01") in codes(smap, "web-lb")  # a VIP-mode IP without rules: drift
+    svcs = json.loads((drifted / "services.json").read_text())
+    lb = next(s for s in svcs["items"] if s["metadata"]["name"] == "web-lb")
+    lb["status"]["loadBalancer"]["ingress"][0]["ipMode"] = "Proxy"
+    (drifted / "services.json").write_text(json.dumps(svcs))
+    smap = build_map(read_snapshot(str(drifted)), only="default/web-lb").service_map
+    assert "missing-frontend" not in {code for code, _ in codes(smap, "web-lb")}
+
+
 @pytest.mark.parametrize(
     "want, have, message",
     [

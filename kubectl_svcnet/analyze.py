@@ -283,11 +283,23 @@ def analyze(
                         node,
                     )
                 )
+            if svc is not None and svc.proxy_name:
+                f.append(
+                    Finding(
+                        WARNING,
+                        "other-proxy-service",
+                        f"node {node} has rules for {rules.key}, which is for another service proxy,"
+                        f' "{svc.proxy_name}" (label service.kubernetes.io/service-proxy-name): kube-proxy ignores'
+                        " it (stale rules?)",
+                        node,
+                    )
+                )
+                continue
             f.extend(_check_node(rules.key, fes, node, svc, eps, cluster))
     # Service ports the API has and a node's rules lack entirely.
     answered = [p.info.name for p in planes if p.info.error is None and p.info.proxy_mode not in ("unknown", MODE_NONE)]
     for svc in cluster.services:
-        if svc.headless or svc.external_name or not svc.cluster_ips:
+        if svc.headless or svc.external_name or not svc.cluster_ips or svc.proxy_name:
             continue
         for port in svc.ports:
             key = svc.key(port)

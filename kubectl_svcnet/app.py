@@ -150,7 +150,7 @@ def _build_map(inputs: Inputs, only: Optional[str], namespace: Optional[str]) ->
 def not_found(only: str, inputs: Inputs, cluster: Any = None) -> NotFoundError:
     """The error for a Service ("ns/name") that no node's rules hold: where it was looked for (the nodes,
     counted when there are many), and the Services of a close name, if any; for one the API has but
-    kube-proxy writes no rules for (headless, ExternalName), what it is instead."""
+    kube-proxy writes no rules for (headless, ExternalName, another service proxy's), what it is instead."""
     ns, _, name = only.partition("/")
     nodes = sorted(inputs.nodes)
     where = ", ".join(nodes) if len(nodes) <= MAX_NAMED_NODES else f"{len(nodes)} nodes"
@@ -160,6 +160,9 @@ def not_found(only: str, inputs: Inputs, cluster: Any = None) -> NotFoundError:
             what, dns = f"an ExternalName Service ({svc.external_name})", f"a CNAME for {svc.external_name}"
         elif svc.headless:
             what, dns = "headless (clusterIP: None)", "the addresses of its endpoints"
+        elif svc.proxy_name:
+            what = f'for another service proxy, "{svc.proxy_name}" (label service.kubernetes.io/service-proxy-name)'
+            dns = ""
         else:
             what, dns = "without a ClusterIP or ports", ""
         return NotFoundError(

@@ -296,6 +296,8 @@ class Service:
     load_balancer_source_ranges: Tuple[str, ...] = ()
     health_check_node_port: Optional[int] = None
     headless: bool = False
+    # label service.kubernetes.io/service-proxy-name: another service proxy's Service, which kube-proxy ignores
+    proxy_name: Optional[str] = None
     external_name: Optional[str] = None
 
     def key(self, port: ServicePort) -> ServiceKey:

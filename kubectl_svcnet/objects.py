@@ -9,6 +9,8 @@ from kubectl_svcnet.model import Cluster, Endpoint, Node, Service, ServiceKey, S
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+# kube-proxy lists Services without this label only (cmd/kube-proxy: LabelServiceProxyName DoesNotExist).
+PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
 
@@ -76,6 +78,7 @@ def parse_service(o: Dict[str, Any]) -> Service:
         load_balancer_source_ranges=tuple(s.strip() for s in spec.get("loadBalancerSourceRanges") or ()),
         health_check_node_port=spec.get("healthCheckNodePort"),
         headless=headless,
+        proxy_name=((o.get("metadata") or {}).get("labels") or {}).get(PROXY_NAME_LABEL) or None,
         external_name=spec.get("externalName"),
     )
 

@@ -141,6 +141,29 @@ def test_session_affinity_the_rules_do_not_keep(drifted):
     ]  # fmt: skip
 
 
+def test_a_service_of_another_service_proxy(drifted):
+    """service.kubernetes.io/service-proxy-name: kube-proxy ignores the Service. Rules for it are stale;
+    none is right, and a trace says why there is nothing to show."""
+    from kubectl_svcnet.errors import NotFoundError
+
+    svcs = json.loads((drifted / "services.json").read_text())
+    db = next(s for s in svcs["items"] if s["metadata"]["name"] == "db-service")
+    db["metadata"].setdefault("labels", {})["service.kubernetes.io/service-proxy-name"] = "cilium"
+    (drifted / "services.json").write_text(json.dumps(svcs))
+    smap = build_map(read_snapshot(str(drifted)), only="default/db-service").service_map
+    assert codes(smap, "db-service") == [("other-proxy-service", n) for n in ("controlplane", "node01", "node02")]
+    for node in ("controlplane", "node01", "node02"):
+        _edit(drifted / "nodes" / node / "iptables-nft-save.txt", "default/db-service")
+    smap = build_map(read_snapshot(str(drifted))).service_map
+    assert not [v for v in smap.services if v.key.name == "db-service"]  # no missing-service for it
+    with pytest.raises(NotFoundError) as e:
+        build_map(read_snapshot(str(drifted)), only="default/db-service")
+    assert e.value.message == (
+        'service "db-service" in namespace "default" is for another service proxy, "cilium" (label'
+        " service.kubernetes.io/service-proxy-name): kube-proxy writes no rules for it"
+    )
+
+
 def test_a_proxy_mode_load_balancer_ip_needs_no_rules(drifted):
     """ipMode Proxy: the load balancer proxies to the node ports, and kube-proxy writes nothing for its IP."""
     for node in ("controlplane", "node01", "node02"):

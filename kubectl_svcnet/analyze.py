@@ -133,12 +133,14 @@ def _check_node(
     cip = [f for f in fes if f.type == CLUSTER_IP]
     if cluster.has_endpoints:
         zone = next((n.zone for n in cluster.nodes if n.name == node), None)
-        want = expected_backends(svc, eps, node, zone)
         known = {(e.ip, e.port) for e in eps}
-        for fe in cip[:1]:
+        for fe in {_family(f.ip): f for f in reversed(cip)}.values():  # the first of each IP family
+            # Each IP family's proxier reads only that family's EndpointSlices (dual-stack Services).
+            same = [e for e in eps if _family(e.ip) == _family(fe.ip)]
+            want = expected_backends(svc, same, node, zone)
             route = _cluster_route(fe)
             have = {(b.ip, b.port) for b in route.backends} if route else set()
-            if have != want and _hinted(eps) and have == expected_backends(svc, eps, node, zone, topology=False):
+            if have != want and _hinted(same) and have == expected_backends(svc, same, node, zone, topology=False):
                 want = have  # a kube-proxy that does not use topology hints (older, or its feature gate off)
             for ip, port in sorted(want - have):
                 out.append(
@@ -217,24 +219,32 @@ def _affinity_drift(key: ServiceKey, node: str, svc: Service, route: Route) -> L
     return [Finding(WARNING, "affinity-drift", msg, node)]
 
 
+def _family(ip: Optional[str]) -> int:
+    return 6 if ip and ":" in ip else 4
+
+
 def _disagreement(key: ServiceKey, fes: Sequence[Frontend]) -> List[Finding]:
-    """Nodes that send the same ClusterIP's traffic to different backends."""
-    by_node: Dict[str, Tuple] = {}
+    """Nodes that send the same ClusterIP's traffic to different backends (each IP family apart)."""
+    by_family: Dict[int, Dict[str, Tuple]] = {}
     for fe in fes:
         if fe.type != CLUSTER_IP:
             continue
         r = _cluster_route(fe)
-        by_node[fe.node] = (r.verdict, tuple(sorted((b.ip, b.port) for b in r.backends))) if r else ("none", ())
-    if len(set(by_node.values())) <= 1:
-        return []
-    groups: Dict[Tuple, List[str]] = {}
-    for node, sig in sorted(by_node.items()):
-        groups.setdefault(sig, []).append(node)
-    desc = "; ".join(
-        f"{','.join(nodes)}: {verdict} {' '.join(f'{ip}:{p}' for ip, p in bs) or '-'}"
-        for (verdict, bs), nodes in groups.items()
-    )
-    return [Finding(WARNING, "nodes-disagree", f"nodes send {key} to different backends ({desc})")]
+        sig = (r.verdict, tuple(sorted((b.ip, b.port) for b in r.backends))) if r else ("none", ())
+        by_family.setdefault(_family(fe.ip), {})[fe.node] = sig
+    out = []
+    for _, by_node in sorted(by_family.items()):
+        if len(set(by_node.values())) <= 1:
+            continue
+        groups: Dict[Tuple, List[str]] = {}
+        for node, sig in sorted(by_node.items()):
+            groups.setdefault(sig, []).append(node)
+        desc = "; ".join(
+            f"{','.join(nodes)}: {verdict} {' '.join(f'{ip}:{p}' for ip, p in bs) or '-'}"
+            for (verdict, bs), nodes in groups.items()
+        )
+        out.append(Finding(WARNING, "nodes-disagree", f"nodes send {key} to different backends ({desc})"))
+    return out
 
 
 def analyze(

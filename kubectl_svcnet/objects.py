@@ -101,7 +101,7 @@ def endpoints_from_slice(o: Dict[str, Any]) -> Dict[ServiceKey, List[Endpoint]]:
     labels = (o.get("metadata") or {}).get("labels") or {}
     svc = labels.get(SERVICE_NAME_LABEL)
     out: Dict[ServiceKey, List[Endpoint]] = {}
-    if not svc:
+    if not svc or o.get("addressType") == "FQDN":  # kube-proxy reads IPv4 and IPv6 slices only
         return out
     for p in o.get("ports") or [{}]:
         key = ServiceKey(ns, svc, str(p.get("name") or ""), str(p.get("protocol") or "TCP").upper())

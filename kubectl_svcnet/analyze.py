@@ -116,6 +116,17 @@ def _available(e: Endpoint, mode: Optional[str], node: str, zone: Optional[str])
     return True
 
 
+def _why_not(e: Endpoint, svc: Optional[Service], node: str) -> str:
+    """Why kube-proxy on `node` should not use an endpoint the EndpointSlices list (expected_backends)."""
+    if not e.ready and not (e.serving and e.terminating):
+        return "which is not ready"
+    if svc is not None and svc.internal_traffic_policy == "Local" and e.node_name != node:
+        return "which is not on that node (internalTrafficPolicy Local)"
+    if not e.ready:
+        return "which is terminating while ready endpoints are there"
+    return "which the EndpointSlice's topology hints give to other nodes"
+
+
 def _hinted(eps: Sequence[Endpoint]) -> bool:
     """Whether topology hints can make nodes use different endpoints (then nodes may rightly disagree)."""
     return any(e.zone_hints or e.node_hints for e in eps if e.ready)
@@ -148,6 +159,16 @@ def _check_node(
                         ERROR,
                         "missing-endpoint",
                         f"endpoint {ip}:{port} is in the EndpointSlices but not in node {node}'s rules",
+                        node,
+                    )
+                )
+            for ip, port in sorted((have & known) - want):
+                e = next(e for e in same if (e.ip, e.port) == (ip, port))
+                out.append(
+                    Finding(
+                        ERROR,
+                        "unexpected-endpoint",
+                        f"node {node} sends traffic to {ip}:{port}, {_why_not(e, svc, node)} (stale rules?)",
                         node,
                     )
                 )
@@ -186,6 +207,19 @@ def _check_node(
             if (t, ip, p) not in have_types and (ip is None or not fam or (":" in ip) in fam):
                 what = f"{ip}:{p}" if ip else f"node port {p}"
                 out.append(Finding(ERROR, "missing-frontend", f"node {node} has no rule for {t} {what}", node))
+        if svc.internal_traffic_policy == "Local":
+            for fe in fes:
+                route = _cluster_route(fe) if fe.type == CLUSTER_IP else None
+                if route is not None and route.verdict == DROP:
+                    out.append(
+                        Finding(
+                            WARNING,
+                            "no-local-endpoints",
+                            f"internalTrafficPolicy Local: node {node} has no local endpoint; connections from its"
+                            f" pods to {fe.ip}:{fe.port} are dropped there",
+                            node,
+                        )
+                    )
         if svc.external_traffic_policy == "Local":
             for fe in fes:
                 for r in fe.routes:
@@ -330,8 +364,11 @@ def analyze(
                 fs.append(Finding(WARNING, "no-endpoints", f"{key} has no ready endpoints: connections are refused"))
         elif any(r.verdict == REJECT for fe in frontends[key] if fe.type == CLUSTER_IP for r in fe.routes):
             fs.append(Finding(INFO, "no-endpoints", f"{key} has no endpoints in the rules: connections are refused"))
-        if not (cluster.has_endpoints and _hinted(cluster.endpoints.get(key, ()))):
-            fs.extend(_disagreement(key, frontends[key]))  # (with topology hints each node is checked alone)
+        svc = svc_by_name.get((key.namespace, key.name))
+        local = svc is not None and svc.internal_traffic_policy == "Local"
+        if not local and not (cluster.has_endpoints and _hinted(cluster.endpoints.get(key, ()))):
+            # (with topology hints or internalTrafficPolicy Local, each node is checked on its own)
+            fs.extend(_disagreement(key, frontends[key]))
         fs.extend(_undeclared_ports(key, cluster))
     views = []
     for key in sorted(frontends):

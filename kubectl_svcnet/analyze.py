@@ -207,6 +207,18 @@ def _check_node(
             if (t, ip, p) not in have_types and (ip is None or not fam or (":" in ip) in fam):
                 what = f"{ip}:{p}" if ip else f"node port {p}"
                 out.append(Finding(ERROR, "missing-frontend", f"node {node} has no rule for {t} {what}", node))
+        places = {(ip, p) for _, ip, p in wanted}
+        for f in fes:
+            if (f.ip, f.port) not in places:  # a removed port, node port, external or load-balancer IP
+                what = f"{f.ip}:{f.port}" if f.ip else f"node port {f.port}"
+                out.append(
+                    Finding(
+                        ERROR,
+                        "stale-frontend",
+                        f"node {node} still has rules for {f.type} {what}, which {key} does not have (stale rules?)",
+                        node,
+                    )
+                )
         if svc.internal_traffic_policy == "Local":
             for fe in fes:
                 route = _cluster_route(fe) if fe.type == CLUSTER_IP else None

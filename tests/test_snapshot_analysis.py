@@ -164,6 +164,21 @@ def test_a_service_of_another_service_proxy(drifted):
     )
 
 
+def test_a_changed_node_port_left_in_the_rules(drifted):
+    """web's node port moved from 30080 to 30081; the nodes' kube-proxies never heard of it."""
+    svcs = json.loads((drifted / "services.json").read_text())
+    web = next(s for s in svcs["items"] if s["metadata"]["name"] == "web")
+    web["spec"]["ports"][0]["nodePort"] = 30081
+    (drifted / "services.json").write_text(json.dumps(svcs))
+    smap = build_map(read_snapshot(str(drifted)), only="default/web").service_map
+    (view,) = smap.services
+    assert sorted((f.code, f.node, f.message) for f in view.findings if f.node == "node01") == [
+        ("missing-frontend", "node01", "node node01 has no rule for NodePort node port 30081"),
+        ("stale-frontend", "node01", "node node01 still has rules for NodePort node port 30080, which default/web"
+                                     " does not have (stale rules?)"),
+    ]  # fmt: skip
+
+
 def test_a_proxy_mode_load_balancer_ip_needs_no_rules(drifted):
     """ipMode Proxy: the load balancer proxies to the node ports, and kube-proxy writes nothing for its IP."""
     for node in ("controlplane", "node01", "node02"):

@@ -38,6 +38,8 @@ iptables-save runs through `nodefilter.FILTER_SCRIPT`: a constant awk program, w
 as one argv word, that sends only the lines the trace reads, each at its own line number (48 MB -> a
 few KB on a 10,000-service node). In IPVS mode, or for output that is not plain iptables-save, the node
 sends the whole dump; a failed filter falls back to the plain command. `NodeDumps.notes` says which.
+So does each `nft list table` (`nodefilter.NFT_AWK_PROGRAM`, 27 MB -> 10 KB), sent whole when its text
+is not what the program reads.
 """
 
 from __future__ import annotations
@@ -333,7 +335,7 @@ def collect_node(
     # nftables mode.
     if "nft" in have:
         for cmd in NFT_TABLES:
-            result_text = _nft_table(s, cmd, timeout)
+            result_text = _nft_table(s, cmd, timeout, only)
             if result_text:
                 out.dumps.append((result_text, f"{node_name}:nft-{cmd[3]}-{cmd[4]}"))
 
@@ -538,10 +540,20 @@ def _readable(text: str) -> bool:
     return bool(text) and not text.isspace() and detect_format(text) is not None  # (strip() would copy the dump)
 
 
-def _nft_table(s: _Session, cmd: Sequence[str], timeout: float) -> Optional[str]:
+def _nft_table(s: _Session, cmd: Sequence[str], timeout: float, only: Optional[str] = None) -> Optional[str]:
+    """One `nft list table` (None: absent, empty or failed, failures noted). For `only`, through the
+    node-side filter (nodefilter.NFT_AWK_PROGRAM), rebuilt with every sent line on its line number; a
+    filter that fails or sends damaged output costs one more run, of the plain command."""
+    if only is not None:
+        return _nft_filtered(s, cmd, timeout, only)
     packed = s.compress
     result = s.runner.run(_argv(cmd, packed), timeout=timeout, check=False)
     s.out.commands.append(result.command)
+    return _nft_text(s, cmd, result, packed)
+
+
+def _nft_text(s: _Session, cmd: Sequence[str], result: Result, packed: bool) -> Optional[str]:
+    """What an `nft list table` run gave: None for no table (not an error), a failure (noted), or nothing."""
     if result.not_found:
         return None
     if result.exit_code != 0:
@@ -549,7 +561,32 @@ def _nft_table(s: _Session, cmd: Sequence[str], timeout: float) -> Optional[str]
             s.failures.append(f"{' '.join(cmd)} exited {result.exit_code}: {tail(result.stderr, 160)}")
         return None
     text = _decode(result, packed, s.node)
-    return text if text.strip() else None
+    return None if not text or text.isspace() else text  # (strip() would copy a 27 MB table)
+
+
+def _nft_filtered(s: _Session, cmd: Sequence[str], timeout: float, only: str) -> Optional[str]:
+    """`nft list table` through the filter for `only` (see nodefilter.py), as `_save` runs iptables-save."""
+    from kubectl_svcnet.collect import nodefilter
+
+    packed = s.compress
+    label = " ".join(cmd)
+    result = s.runner.run(_argv(nodefilter.nft_filter_command(cmd, only), packed), timeout=timeout, check=False)
+    s.out.commands.append(result.command)
+    if result.exit_code == nodefilter.AWK_FAILED:
+        s.out.notes.append(f"{label}: the filter failed ({tail(result.stderr, 160)}); read whole")
+        return _nft_table(s, cmd, timeout)
+    text = _nft_text(s, cmd, result, packed)
+    if text is None:
+        return None
+    if not nodefilter.is_filtered(text):
+        s.out.notes.append(f"{label}: sent whole by the node (not `nft list table` output the filter reads)")
+        return text
+    dump = nodefilter.rebuild(text)
+    if dump is None:
+        s.out.notes.append(f"{label}: the filter's output is damaged; read whole")
+        return _nft_table(s, cmd, timeout)
+    s.out.notes.append(f"{label}: {dump.kept} of {dump.lines} lines sent for {only} ({len(result.stdout)} bytes)")
+    return dump.text
 
 
 def _nothing_read(node: str, out: NodeDumps, s: _Session, have: set, runner: Runner) -> str:

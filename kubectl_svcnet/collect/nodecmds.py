@@ -265,11 +265,14 @@ def collect_node(
     compress: Optional[bool] = None,
     timeout: float = DUMP_TIMEOUT,
     only: Optional[str] = None,
+    ipvs_wanted: Optional[Any] = None,
 ) -> NodeDumps:
     """Run the fixed command list on one node; returns its dumps, the chosen iptables backend and
     warnings. Raises NodeAccessError when the node cannot be reached or nothing could be read.
     `only` ("ns/name", `trace`): iptables dumps hold just what that Service's trace reads, when the
-    node can filter (see nodefilter.py); a dump is then not fit for anything else."""
+    node can filter (see nodefilter.py); a dump is then not fit for anything else. `ipvs_wanted`
+    (dataplane.ipvs.Wanted: `only`'s virtual servers, from the API's objects): so do IPVS dumps (see
+    ipvsfilter.py)."""
     out = NodeDumps(node_name)
     probe = runner.run(PROBE, timeout=SMALL_TIMEOUT, check=False)
     out.commands.append(probe.command)
@@ -342,11 +345,46 @@ def collect_node(
     # IPVS mode: only when the rules say so (ipvsadm would load ip_vs otherwise).
     if ipvs:
         if "ipvsadm-save" in have:
+            from kubectl_svcnet.collect import ipvsfilter
+
+            # For a trace, through the node-side filter (ipvsfilter.py): its words are the Service's virtual
+            # servers, each checked to be an address,port or a port; anything else reads the dumps whole.
+            words = ipvsfilter.words_for(ipvs_wanted) if only is not None and ipvs_wanted is not None else None
+            if only is not None and ipvs_wanted is not None and words is None:
+                out.notes.append(f"{only}'s addresses or ports are not all IPs and ports: IPVS dumps read whole")
+
+            def filtered(cmd: Sequence[str], words: Sequence[str]) -> Optional[str]:
+                """`cmd`'s output through the filter, every kept line on its own line number; as `_save`
+                does, a filter that fails or sends damaged output costs one more run, of `cmd` alone."""
+                result = s.runner.run(_argv(ipvsfilter.filter_command(cmd, words), s.compress), timeout=timeout,
+                                      check=False)  # fmt: skip
+                out.commands.append(result.command)
+                if result.not_found:
+                    return None
+                if result.exit_code == ipvsfilter.AWK_FAILED:
+                    out.notes.append(f"{cmd[0]}: the filter failed ({tail(result.stderr, 160)}); read whole")
+                    return s.run(cmd, timeout)
+                if result.exit_code != 0:
+                    s.failures.append(f"{' '.join(cmd)} exited {result.exit_code}: {tail(result.stderr, 160)}")
+                    return None
+                sent = _decode(result, s.compress, node_name)
+                if not ipvsfilter.is_filtered(sent):
+                    if sent:
+                        out.notes.append(f"{cmd[0]}: sent whole by the node (not its usual output)")
+                    return sent
+                dump = ipvsfilter.rebuild(sent)
+                if dump is None:
+                    out.notes.append(f"{cmd[0]}: the filter's output is damaged; read whole")
+                    return s.run(cmd, timeout)
+                size = len(result.stdout)
+                out.notes.append(f"{cmd[0]}: {dump.kept} of {dump.lines} lines sent for {only} ({size} bytes)")
+                return dump.text
+
             unread = []
             for cmd, label in ((IPVSADM_SAVE, "ipvsadm-save"), (IPSET_LIST, "ipset-list")):
                 if cmd[0] not in have:
                     continue
-                text = s.run(cmd, timeout)
+                text = s.run(cmd, timeout) if words is None else filtered(cmd, words)
                 if text is None:
                     continue
                 if _readable(text):

@@ -31,10 +31,9 @@ from kubectl_svcnet.app import build_map
 from kubectl_svcnet.collect import ipvsfilter
 from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.collect.ipvsfilter import AWK_PROGRAM, FILTER_SCRIPT, filter_command, is_filtered, rebuild
-from kubectl_svcnet.collect.live import ipvs_wanted
 from kubectl_svcnet.collect.nodecmds import GZIP_SCRIPT, collect_node
 from kubectl_svcnet.collect.runner import LocalRunner
-from kubectl_svcnet.dataplane import _ipvs_wanted
+from kubectl_svcnet.dataplane import ipvs_wanted
 from kubectl_svcnet.dataplane.ipvs import Wanted
 from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.model import Cluster, Endpoint, Service, ServicePort
@@ -116,7 +115,7 @@ def trace(dumps: Sequence[Tuple[str, str]], node: str, service: str, cluster: Cl
 
 
 def words_of(cluster: Cluster, service: str) -> Tuple[str, ...]:
-    wanted = _ipvs_wanted(cluster, service)
+    wanted = ipvs_wanted(cluster, service)
     assert wanted is not None
     words = ipvsfilter.words_for(wanted)
     assert words is not None
@@ -763,7 +762,7 @@ def ipvs_argv(commands: Sequence[str]) -> List[Tuple[str, ...]]:
 def test_collect_node_filters_ipvs_dumps_for_a_trace(tmp_path: Path) -> None:
     runner, cluster, saves = ipvs_node(tmp_path)
     svc = "ns1/svc1"
-    wanted = ipvs_wanted(svc, only_service(cluster, svc))
+    wanted = ipvs_wanted(only_service(cluster, svc), svc)
     whole = collect_node(runner, "node1", only=svc)  # no Wanted (no API objects): whole
     part = collect_node(runner, "node1", only=svc, ipvs_wanted=wanted)
     assert [t for t, s in whole.dumps if "ipvsadm" in s] == [saves["ipvsadm-save"]]
@@ -781,11 +780,11 @@ def test_collect_node_filters_ipvs_dumps_for_a_trace(tmp_path: Path) -> None:
 
 def test_collect_node_for_a_map_reads_whole(tmp_path: Path) -> None:
     runner, cluster, saves = ipvs_node(tmp_path)
-    d = collect_node(runner, "node1", ipvs_wanted=ipvs_wanted("ns1/svc1", cluster))  # no `only`: not a trace
+    d = collect_node(runner, "node1", ipvs_wanted=ipvs_wanted(cluster, "ns1/svc1"))  # no `only`: not a trace
     assert [t for t, s in d.dumps if "ipvsadm" in s or "ipset" in s] == [saves["ipvsadm-save"], saves["ipset"]]
     assert not ipvs_argv(d.commands)
-    assert ipvs_wanted(None, cluster) is None and ipvs_wanted("ns1/svc1", None) is None
-    assert ipvs_wanted("nope/nothing", cluster) is None
+    assert ipvs_wanted(cluster, None) is None and ipvs_wanted(None, "ns1/svc1") is None
+    assert ipvs_wanted(cluster, "nope/nothing") is None
 
 
 @pytest.mark.parametrize(
@@ -800,7 +799,7 @@ def test_collect_node_for_a_map_reads_whole(tmp_path: Path) -> None:
 def test_collect_node_falls_back_to_whole_dumps(tmp_path: Path, awk: Optional[str], note: str) -> None:
     runner, cluster, saves = ipvs_node(tmp_path, awk=awk)
     svc = "ns1/svc1"
-    part = collect_node(runner, "node1", only=svc, ipvs_wanted=ipvs_wanted(svc, cluster))
+    part = collect_node(runner, "node1", only=svc, ipvs_wanted=ipvs_wanted(cluster, svc))
     assert [t for t, s in part.dumps if "ipvsadm" in s or "ipset" in s] == [saves["ipvsadm-save"], saves["ipset"]]
     assert part.warnings == []
     assert any(note in n for n in part.notes), part.notes

@@ -7,7 +7,7 @@ program (POSIX awk: mawk, gawk, busybox awk, BWK awk):
     sh -c FILTER_SCRIPT sh AWK_PROGRAM COUNT WORD... ipvsadm-save -n
 
 The words are the traced Service's virtual servers as `read_node` narrows them for a trace
-(`dataplane._ipvs_wanted` -> `dataplane.ipvs.Wanted`, from the API's objects): ``IP,PORT`` for each of
+(`dataplane.ipvs_wanted` -> `dataplane.ipvs.Wanted`, from the API's objects): ``IP,PORT`` for each of
 its addresses (ClusterIPs, external IPs, load-balancer IPs) and ports, ``PORT`` for each node port. Each
 is checked here first (`words_for`: canonical IPv4/IPv6 text, ports 1-65535), and no shell text is ever
 built from them. What the program keeps, line by line, is what the client would read anyway:
@@ -50,7 +50,7 @@ import re
 from typing import Optional, Sequence, Tuple
 
 from kubectl_svcnet import proxymode
-from kubectl_svcnet.collect.nodefilter import AWK_FAILED, _one_line, is_filtered, rebuild
+from kubectl_svcnet.collect.nodefilter import AWK_FAILED, awk_one_line, is_filtered, rebuild
 from kubectl_svcnet.dataplane.ipvs import KNOWN_SETS, PROTOCOLS, Wanted
 
 __all__ = ["AWK_FAILED", "AWK_PROGRAM", "FILTER_SCRIPT", "filter_command", "is_filtered", "rebuild", "words_for"]
@@ -360,7 +360,7 @@ END {
 }
 """
 ).replace("EOF_", f'"{EOF}"')
-AWK_PROGRAM = _one_line(_AWK_SOURCE)
+AWK_PROGRAM = awk_one_line(_AWK_SOURCE)
 
 _PAIR = re.compile(r"^([0-9a-f.:]+),([0-9]+)$")
 _PORT = re.compile(r"^[0-9]+$")

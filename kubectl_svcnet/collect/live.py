@@ -181,7 +181,9 @@ def collect_ssh(
             from kubectl_svcnet.objects import build_cluster
 
             inputs.cluster = build_cluster(inputs.objects)
-        wanted = ipvs_wanted(opts.only, inputs.cluster)
+        from kubectl_svcnet.dataplane import ipvs_wanted
+
+        wanted = ipvs_wanted(inputs.cluster, opts.only)
 
         def handle(r: NodeResult) -> NodeResult:
             if r.ok:
@@ -219,17 +221,6 @@ def collect_ssh(
         else:
             inputs.nodes[name] = []
             inputs.errors[name] = getattr(r.error, "message", str(r.error))
-
-
-def ipvs_wanted(only: Optional[str], cluster: Any) -> Any:
-    """The IPVS virtual servers `read_node` reads for a trace of `only` with `cluster` (model.Cluster) —
-    computed once, before the fan-out, so that IPVS nodes send only those (collect/ipvsfilter.py); None
-    when there is no trace, or the objects do not hold its Service (then nodes send whole dumps)."""
-    if only is None or cluster is None:
-        return None
-    from kubectl_svcnet.dataplane import _ipvs_wanted
-
-    return _ipvs_wanted(cluster, only)
 
 
 def _collect_via_pods(inputs: Inputs, addresses: Dict[str, str], opts: LiveOptions, progress: Optional[IO[str]],

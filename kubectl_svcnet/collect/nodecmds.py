@@ -39,7 +39,9 @@ as one argv word, that sends only the lines the trace reads, each at its own lin
 few KB on a 10,000-service node). In IPVS mode, or for output that is not plain iptables-save, the node
 sends the whole dump; a failed filter falls back to the plain command. `NodeDumps.notes` says which.
 So does each `nft list table` (`nodefilter.NFT_AWK_PROGRAM`, 27 MB -> 10 KB), sent whole when its text
-is not what the program reads.
+is not what the program reads, and in IPVS mode `ipvsadm-save -n` and `ipset list` (`ipvsfilter.py`: the
+Service's virtual servers, from the API's objects, as argv words checked to be addresses and ports). All
+three run through `_filtered`: a filter that fails or sends damaged output costs a plain run.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from kubectl_svcnet.collect.runner import CommandFailed, Result, Runner, tail
 from kubectl_svcnet.errors import NodeAccessError
@@ -250,6 +252,10 @@ class _Session:
         argv = _argv(command, packed)
         result = self.runner.run(argv, timeout=timeout, check=False)
         self.out.commands.append(result.command)
+        return self.output(command, result, packed)
+
+    def output(self, command: Sequence[str], result: Result, packed: bool) -> Optional[str]:
+        """stdout of a run of `command`, or None if it is missing or failed (failures noted)."""
         if result.not_found:
             return None
         if result.exit_code != 0:
@@ -353,38 +359,15 @@ def collect_node(
             if only is not None and ipvs_wanted is not None and words is None:
                 out.notes.append(f"{only}'s addresses or ports are not all IPs and ports: IPVS dumps read whole")
 
-            def filtered(cmd: Sequence[str], words: Sequence[str]) -> Optional[str]:
-                """`cmd`'s output through the filter, every kept line on its own line number; as `_save`
-                does, a filter that fails or sends damaged output costs one more run, of `cmd` alone."""
-                result = s.runner.run(_argv(ipvsfilter.filter_command(cmd, words), s.compress), timeout=timeout,
-                                      check=False)  # fmt: skip
-                out.commands.append(result.command)
-                if result.not_found:
-                    return None
-                if result.exit_code == ipvsfilter.AWK_FAILED:
-                    out.notes.append(f"{cmd[0]}: the filter failed ({tail(result.stderr, 160)}); read whole")
-                    return s.run(cmd, timeout)
-                if result.exit_code != 0:
-                    s.failures.append(f"{' '.join(cmd)} exited {result.exit_code}: {tail(result.stderr, 160)}")
-                    return None
-                sent = _decode(result, s.compress, node_name)
-                if not ipvsfilter.is_filtered(sent):
-                    if sent:
-                        out.notes.append(f"{cmd[0]}: sent whole by the node (not its usual output)")
-                    return sent
-                dump = ipvsfilter.rebuild(sent)
-                if dump is None:
-                    out.notes.append(f"{cmd[0]}: the filter's output is damaged; read whole")
-                    return s.run(cmd, timeout)
-                size = len(result.stdout)
-                out.notes.append(f"{cmd[0]}: {dump.kept} of {dump.lines} lines sent for {only} ({size} bytes)")
-                return dump.text
-
             unread = []
             for cmd, label in ((IPVSADM_SAVE, "ipvsadm-save"), (IPSET_LIST, "ipset-list")):
                 if cmd[0] not in have:
                     continue
-                text = s.run(cmd, timeout) if words is None else filtered(cmd, words)
+                if words is None:
+                    text = s.run(cmd, timeout)
+                else:
+                    argv = ipvsfilter.filter_command(cmd, words)
+                    text, _ = _filtered(s, cmd, argv, timeout, only or "", cmd[0], "not its usual output")
                 if text is None:
                     continue
                 if _readable(text):
@@ -416,10 +399,10 @@ def _filter_for(only: Optional[str], have: set, out: NodeDumps) -> Optional[str]
     if only is None:
         return None
     if not valid_service(only):
-        out.notes.append(f"{only!r} is not a namespace/name: iptables dumps read whole")
+        out.notes.append(f"{only!r} is not a namespace/name: dumps read whole")
         return None
     if "awk" not in have:
-        out.notes.append("no awk on the node: iptables dumps read whole")
+        out.notes.append("no awk on the node: dumps read whole")
         return None
     return only
 
@@ -434,29 +417,47 @@ def _save(
         return s.run(command, timeout)
     from kubectl_svcnet.collect import nodefilter
 
-    packed = s.compress
-    result = s.runner.run(_argv(nodefilter.filter_command(command, only), packed), timeout=timeout, check=False)
+    argv = nodefilter.filter_command(command, only)
+    text, dump = _filtered(s, command, argv, timeout, only, command[0], "IPVS mode, or not plain iptables-save output")
+    if dump is not None:
+        rules[source] = dump.kube_rules
+    return text
+
+
+def _filtered(
+    s: _Session,
+    command: Sequence[str],
+    argv: Sequence[str],
+    timeout: float,
+    only: str,
+    label: str,
+    whole_why: str,
+    plain: Optional[Callable[[], Optional[str]]] = None,
+    read: Optional[Callable[[Result], Optional[str]]] = None,
+) -> Tuple[Optional[str], Any]:
+    """`command`'s output through a node-side filter (`argv`: nodefilter's or ipvsfilter's program), every
+    sent line back on its own line number (nodefilter.rebuild) -> (text, its FilteredDump, or None when the
+    node sent the text whole). A filter that fails or sends damaged output costs one more run, of `command`
+    alone (`plain`); output the program leaves whole (`whole_why`) is taken as it is. Each case is noted:
+    the user sees no difference. `read`: the run's text, or None (default: `_Session.output`)."""
+    from kubectl_svcnet.collect import nodefilter
+
+    result = s.runner.run(_argv(argv, s.compress), timeout=timeout, check=False)
     s.out.commands.append(result.command)
-    if result.not_found:
-        return None  # the save program is missing (awk is there: the probe said so)
     if result.exit_code == nodefilter.AWK_FAILED:
-        s.out.notes.append(f"{command[0]}: the filter failed ({tail(result.stderr, 160)}); read whole")
-        return s.run(command, timeout)
-    if result.exit_code != 0:
-        s.failures.append(f"{' '.join(command)} exited {result.exit_code}: {tail(result.stderr, 160)}")
-        return None
-    text = _decode(result, packed, s.node)
-    if not nodefilter.is_filtered(text):
+        s.out.notes.append(f"{label}: the filter failed ({tail(result.stderr, 160)}); read whole")
+        return (plain or (lambda: s.run(command, timeout)))(), None
+    text = read(result) if read is not None else s.output(command, result, s.compress)
+    if not text or not nodefilter.is_filtered(text):
         if text:
-            s.out.notes.append(f"{command[0]}: sent whole by the node (IPVS mode, or not plain iptables-save output)")
-        return text
+            s.out.notes.append(f"{label}: sent whole by the node ({whole_why})")
+        return text, None
     dump = nodefilter.rebuild(text)
     if dump is None:
-        s.out.notes.append(f"{command[0]}: the filter's output is damaged; read whole")
-        return s.run(command, timeout)
-    rules[source] = dump.kube_rules
-    s.out.notes.append(f"{command[0]}: {dump.kept} of {dump.lines} lines sent for {only} ({len(result.stdout)} bytes)")
-    return dump.text
+        s.out.notes.append(f"{label}: the filter's output is damaged; read whole")
+        return (plain or (lambda: s.run(command, timeout)))(), None
+    s.out.notes.append(f"{label}: {dump.kept} of {dump.lines} lines sent for {only} ({len(result.stdout)} bytes)")
+    return dump.text, dump
 
 
 def _read_healthz(s: _Session, have: set) -> None:
@@ -606,25 +607,12 @@ def _nft_filtered(s: _Session, cmd: Sequence[str], timeout: float, only: str) ->
     """`nft list table` through the filter for `only` (see nodefilter.py), as `_save` runs iptables-save."""
     from kubectl_svcnet.collect import nodefilter
 
-    packed = s.compress
-    label = " ".join(cmd)
-    result = s.runner.run(_argv(nodefilter.nft_filter_command(cmd, only), packed), timeout=timeout, check=False)
-    s.out.commands.append(result.command)
-    if result.exit_code == nodefilter.AWK_FAILED:
-        s.out.notes.append(f"{label}: the filter failed ({tail(result.stderr, 160)}); read whole")
-        return _nft_table(s, cmd, timeout)
-    text = _nft_text(s, cmd, result, packed)
-    if text is None:
-        return None
-    if not nodefilter.is_filtered(text):
-        s.out.notes.append(f"{label}: sent whole by the node (not `nft list table` output the filter reads)")
-        return text
-    dump = nodefilter.rebuild(text)
-    if dump is None:
-        s.out.notes.append(f"{label}: the filter's output is damaged; read whole")
-        return _nft_table(s, cmd, timeout)
-    s.out.notes.append(f"{label}: {dump.kept} of {dump.lines} lines sent for {only} ({len(result.stdout)} bytes)")
-    return dump.text
+    text, _ = _filtered(
+        s, cmd, nodefilter.nft_filter_command(cmd, only), timeout, only, " ".join(cmd),
+        "not `nft list table` output the filter reads", plain=lambda: _nft_table(s, cmd, timeout),
+        read=lambda result: _nft_text(s, cmd, result, s.compress),
+    )  # fmt: skip
+    return text
 
 
 def _nothing_read(node: str, out: NodeDumps, s: _Session, have: set, runner: Runner) -> str:

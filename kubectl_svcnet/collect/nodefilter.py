@@ -122,7 +122,7 @@ _NOT_FOLLOWED = sorted(TERMINAL | NON_TERMINAL | {"RETURN"} | DISPATCH_CHAINS)
 _ENTRIES = sorted({f"{t}:{c}" for t, cs in _ENTRY_CHAINS.items() for c in cs})
 
 
-def _one_line(source: str) -> str:
+def awk_one_line(source: str) -> str:
     """`source` as one line (a node's logs and `ps` show each command on one line): a line that does not
     open or close a block ends a statement, so it gets a `;`; a top-level item ends with `};`."""
     out = []
@@ -273,7 +273,7 @@ END {
 }
 """
 )
-AWK_PROGRAM = _one_line(_AWK_SOURCE)
+AWK_PROGRAM = awk_one_line(_AWK_SOURCE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -751,7 +751,7 @@ END {
 }
 """
 )
-NFT_AWK_PROGRAM = _one_line(_NFT_AWK_SOURCE)
+NFT_AWK_PROGRAM = awk_one_line(_NFT_AWK_SOURCE)
 
 
 def valid_service(service: str) -> bool:

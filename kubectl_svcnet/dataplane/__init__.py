@@ -43,7 +43,7 @@ def detect_format(text: str) -> Optional[str]:
     return None
 
 
-def _ipvs_wanted(cluster, only: Optional[str]):
+def ipvs_wanted(cluster, only: Optional[str]):
     """For a trace of one Service, the IPVS virtual servers the API's objects say are its (ipvs.Wanted);
     None when there is no trace or the objects do not hold that Service (then every line is read)."""
     if only is None or cluster is None:
@@ -119,7 +119,7 @@ def read_node(
         for d in ipt:
             d.finish()  # the IPVS reader reads whole dumps
 
-        data = parse_ipvs(ipvs_dumps, ipt, _ipvs_wanted(cluster, only))
+        data = parse_ipvs(ipvs_dumps, ipt, ipvs_wanted(cluster, only))
         if data.active or not ipt:
             planes.append(resolve_ipvs(data, node, source_kind, only, cluster))
             ipt = []

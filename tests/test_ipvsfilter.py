@@ -38,6 +38,7 @@ from kubectl_svcnet.dataplane.ipvs import Wanted
 from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.model import Cluster, Endpoint, Service, ServicePort
 from kubectl_svcnet.render import render_paths, to_dict
+from tests.awks import AWKS
 from tests.golden import fixture_dirs, load_expected
 from tests.test_fuzz import mutate_lines
 from tests.test_ipvs import NODE as FIXTURE_NODE
@@ -46,39 +47,6 @@ from tests.test_ipvs import cluster_from_expected
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = fixture_dirs("ipvs")
 EXAMPLES = int(os.environ.get("SVCNET_IPVSFILTER_EXAMPLES", "100"))  # hypothesis' examples per property
-
-
-def _awks() -> Dict[str, List[str]]:
-    """Every distinct awk here: name -> argv prefix."""
-    found: Dict[str, List[str]] = {}
-    seen = set()
-    for name in ("awk", "mawk", "gawk", "original-awk", "nawk", "busybox"):
-        path = shutil.which(name)
-        if not path:
-            continue
-        argv = [path, "awk"] if name == "busybox" else [path]
-        if name == "busybox" and subprocess.run(argv + ["BEGIN{}"], capture_output=True).returncode != 0:
-            continue
-        real = os.path.realpath(path) + (" awk" if name == "busybox" else "")
-        if real not in seen:
-            seen.add(real)
-            found[name] = argv
-    return found
-
-
-AWKS = _awks()
-
-
-@pytest.fixture(scope="module")
-def awk_bins(tmp_path_factory) -> Dict[str, str]:
-    """name -> a directory whose `awk` is that awk (put first in PATH, FILTER_SCRIPT runs it)."""
-    out = {}
-    for name, argv in AWKS.items():
-        d = tmp_path_factory.mktemp(f"awk-{name}")
-        (d / "awk").write_text("#!/bin/sh\nexec " + " ".join(f"'{a}'" for a in argv) + ' "$@"\n')
-        (d / "awk").chmod(0o755)
-        out[name] = str(d)
-    return out
 
 
 def run_filter(text: str, words: Sequence[str], bindir: Optional[str] = None) -> Tuple[str, int]:

@@ -42,25 +42,12 @@ from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.render import render_paths, to_dict
 from tests.kpwriter.spec import service_port
 from tests.test_nft_trace import _add_chains, _chain, _endpoint, _with, damaged
-from tests.test_nodefilter import AWKS
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "kube-proxy" / "nftables"
 DUMPS = sorted(FIXTURES.glob("*/dump.txt"))  # real `nft list ruleset` output of one kube-proxy table
 OVERALL = (FIXTURES / "overall" / "dump.txt").read_text()
 _NAMES = re.compile(r'-([a-z0-9][-a-z0-9]*/[a-z0-9][-a-z0-9]*)/|comment "([a-z0-9][-a-z0-9]*/[a-z0-9][-a-z0-9]*)[:"]')
-
-
-@pytest.fixture(scope="module")
-def awk_bins(tmp_path_factory) -> Dict[str, str]:
-    """name -> a directory whose `awk` is that awk (put first in PATH, FILTER_SCRIPT runs it)."""
-    out = {}
-    for name, argv in AWKS.items():
-        d = tmp_path_factory.mktemp(f"awk-{name}")
-        (d / "awk").write_text("#!/bin/sh\nexec " + " ".join(f"'{a}'" for a in argv) + ' "$@"\n')
-        (d / "awk").chmod(0o755)
-        out[name] = str(d)
-    return out
 
 
 def run_filter(text: str, service: str, bindir: Optional[str] = None) -> str:

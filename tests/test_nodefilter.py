@@ -40,45 +40,13 @@ from kubectl_svcnet.collect.nodefilter import (
 from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.render import render_paths, to_dict
+from tests.awks import AWKS
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "kube-proxy" / "iptables"
 # Both backends, kube-proxy's restore input (not a save: sent whole), and a userspace-mode node.
 DUMPS = sorted(FIXTURES.glob("*/*.txt")) + sorted((FIXTURES.parent / "userspace").glob("*/dump.txt"))
 _COMMENT = re.compile(r'--comment "?([a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*)')
-
-
-def _awks() -> Dict[str, List[str]]:
-    """Every distinct awk here: name -> argv prefix."""
-    found: Dict[str, List[str]] = {}
-    seen = set()
-    for name in ("awk", "mawk", "gawk", "original-awk", "nawk", "busybox"):
-        path = shutil.which(name)
-        if not path:
-            continue
-        argv = [path, "awk"] if name == "busybox" else [path]
-        if name == "busybox" and subprocess.run(argv + ["BEGIN{}"], capture_output=True).returncode != 0:
-            continue
-        real = os.path.realpath(path) + (" awk" if name == "busybox" else "")
-        if real not in seen:
-            seen.add(real)
-            found[name] = argv
-    return found
-
-
-AWKS = _awks()
-
-
-@pytest.fixture(scope="module")
-def awk_bins(tmp_path_factory) -> Dict[str, str]:
-    """name -> a directory whose `awk` is that awk (put first in PATH, FILTER_SCRIPT runs it)."""
-    out = {}
-    for name, argv in AWKS.items():
-        d = tmp_path_factory.mktemp(f"awk-{name}")
-        (d / "awk").write_text("#!/bin/sh\nexec " + " ".join(f"'{a}'" for a in argv) + ' "$@"\n')
-        (d / "awk").chmod(0o755)
-        out[name] = str(d)
-    return out
 
 
 def run_filter(text: str, service: str, bindir: Optional[str] = None) -> Tuple[str, int]:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -32,13 +31,12 @@ from kubectl_svcnet.collect import ipvsfilter
 from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.collect.ipvsfilter import AWK_PROGRAM, FILTER_SCRIPT, filter_command, is_filtered, rebuild
 from kubectl_svcnet.collect.nodecmds import GZIP_SCRIPT, collect_node
-from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.dataplane import ipvs_wanted
 from kubectl_svcnet.dataplane.ipvs import Wanted
 from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.model import Cluster, Endpoint, Service, ServicePort
 from kubectl_svcnet.render import render_paths, to_dict
-from tests.awks import AWKS
+from tests.awks import AWKS, make_node
 from tests.golden import fixture_dirs, load_expected
 from tests.test_fuzz import mutate_lines
 from tests.test_ipvs import NODE as FIXTURE_NODE
@@ -681,25 +679,6 @@ def test_every_awk_sends_the_same_bytes(awk_bins: Dict[str, str], data) -> None:
 # ---------------------------------------------------------------------------------------------
 # collect_node with the filter, on a "node" made of real programs: fake ipvsadm-save, ipset and
 # iptables-nft-save that print fixture text, the real sh, gzip and awk (LocalRunner with its own PATH).
-
-
-def make_node(tmp_path: Path, saves: Dict[str, str], awk: Optional[str] = "real") -> LocalRunner:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    for prog in ("sh", "cat", "gzip", "id"):
-        (bindir / prog).symlink_to(shutil.which(prog))
-    if awk == "real":
-        (bindir / "awk").symlink_to(shutil.which("awk"))
-    elif awk is not None:
-        (bindir / "awk").write_text(awk)
-        (bindir / "awk").chmod(0o755)
-    for prog, text in saves.items():
-        (tmp_path / f"{prog}.txt").write_text(text)
-        (bindir / prog).write_text(f"#!/bin/sh\nexec cat '{tmp_path / (prog + '.txt')}'\n")
-        (bindir / prog).chmod(0o755)
-    runner = LocalRunner("node1", env={"PATH": str(bindir)})
-    runner.remote = True  # as over SSH: gzip in the pipe too
-    return runner
 
 
 def ipvs_node(tmp_path: Path, fixture: str = "loadbalancer-source-ranges", awk: Optional[str] = "real"):

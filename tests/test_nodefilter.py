@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ from kubectl_svcnet.collect.nodefilter import (
 from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.render import render_paths, to_dict
-from tests.awks import AWKS
+from tests.awks import AWKS, make_node
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "kube-proxy" / "iptables"
@@ -303,26 +302,7 @@ def test_filter_script_keeps_the_dump_commands_status(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # collect_node with the filter, on a "node" made of real programs: fake save commands that print a
-# dump, the real sh, gzip and awk (LocalRunner with its own PATH).
-
-
-def make_node(tmp_path: Path, saves: Dict[str, str], awk: Optional[str] = "real") -> LocalRunner:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    for prog in ("sh", "cat", "gzip", "id"):
-        (bindir / prog).symlink_to(shutil.which(prog))
-    if awk == "real":
-        (bindir / "awk").symlink_to(shutil.which("awk"))
-    elif awk is not None:
-        (bindir / "awk").write_text(awk)
-        (bindir / "awk").chmod(0o755)
-    for prog, text in saves.items():
-        (tmp_path / f"{prog}.txt").write_text(text)
-        (bindir / prog).write_text(f"#!/bin/sh\nexec cat '{tmp_path / (prog + '.txt')}'\n")
-        (bindir / prog).chmod(0o755)
-    runner = LocalRunner("node1", env={"PATH": str(bindir)})
-    runner.remote = True  # as over SSH: gzip in the pipe too
-    return runner
+# dump, the real sh, gzip and awk (tests/awks.make_node: LocalRunner with its own PATH).
 
 
 def collect_both(runner: LocalRunner, service: str) -> Tuple[nodecmds.NodeDumps, nodecmds.NodeDumps]:

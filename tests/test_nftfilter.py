@@ -40,6 +40,7 @@ from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.dataplane.nft import _teaches_detector, parse_nft, parse_service_chain_name, resolve_nft
 from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.render import render_paths, to_dict
+from tests.awks import make_node
 from tests.kpwriter.spec import service_port
 from tests.test_nft_trace import _add_chains, _chain, _endpoint, _with, damaged
 
@@ -287,19 +288,11 @@ def test_rebuild_refuses_damaged_output() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # collect_node with the filter, on a "node" of real programs: a fake `nft` that prints a table, the real
-# sh, gzip and awk (LocalRunner with its own PATH).
+# sh, gzip and awk (tests/awks.make_node: LocalRunner with its own PATH).
 
 
 def nft_node(tmp_path: Path, v4: str, v6: Optional[str] = None, awk: Optional[str] = "real") -> LocalRunner:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    for prog in ("sh", "cat", "gzip", "id"):
-        (bindir / prog).symlink_to(shutil.which(prog))
-    if awk == "real":
-        (bindir / "awk").symlink_to(shutil.which("awk"))
-    elif awk is not None:
-        (bindir / "awk").write_text(awk)
-        (bindir / "awk").chmod(0o755)
+    runner = make_node(tmp_path, {}, awk)
     tables = {"ip": v4, "ip6": v6}
     cases = []
     for family, text in tables.items():
@@ -309,10 +302,9 @@ def nft_node(tmp_path: Path, v4: str, v6: Optional[str] = None, awk: Optional[st
             (tmp_path / f"{family}.txt").write_text(text)
             cases.append(f"{family}) exec cat '{tmp_path / (family + '.txt')}';;")
     script = '#!/bin/sh\n[ "$1 $2 $4" = "list table kube-proxy" ] || exit 2\ncase "$3" in\n' + "\n".join(cases)
-    (bindir / "nft").write_text(script + "\n*) exit 2;;\nesac\n")
-    (bindir / "nft").chmod(0o755)
-    runner = LocalRunner("node1", env={"PATH": str(bindir)})
-    runner.remote = True  # as over SSH: gzip in the pipe too
+    nft = tmp_path / "bin" / "nft"
+    nft.write_text(script + "\n*) exit 2;;\nesac\n")
+    nft.chmod(0o755)
     return runner
 
 

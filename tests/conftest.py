@@ -6,7 +6,7 @@ from typing import Dict
 
 import pytest
 
-from tests.awks import AWKS
+from tests.filtertools import AWKS
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubectl_svcnet import proxymode
-from kubectl_svcnet.app import build_map
 from kubectl_svcnet.collect import ipvsfilter
-from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.collect.ipvsfilter import AWK_PROGRAM, FILTER_SCRIPT, filter_command, is_filtered, rebuild
 from kubectl_svcnet.collect.nodecmds import GZIP_SCRIPT, collect_node
 from kubectl_svcnet.dataplane import ipvs_wanted
 from kubectl_svcnet.dataplane.ipvs import Wanted
-from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.model import Cluster, Endpoint, Service, ServicePort
-from kubectl_svcnet.render import render_paths, to_dict
-from tests.awks import AWKS, make_node
+from tests.filtertools import AWKS, make_node, trace_answer
 from tests.golden import fixture_dirs, load_expected
 from tests.test_fuzz import mutate_lines
 from tests.test_ipvs import NODE as FIXTURE_NODE
@@ -70,14 +66,8 @@ def filtered_text(text: str, words: Sequence[str], bindir: Optional[str] = None)
 
 
 def trace(dumps: Sequence[Tuple[str, str]], node: str, service: str, cluster: Cluster) -> Tuple:
-    """What `trace SERVICE -o json` and its paths say about one node holding `dumps`."""
-    inputs = Inputs(nodes={node: list(dumps)}, source_kind={node: "ssh"}, cluster=cluster)
-    try:
-        result = build_map(inputs, only=service)
-    except SvcnetError as e:
-        return ("error", e.one_line())
-    doc = to_dict(result.service_map)
-    return json.dumps(doc, sort_keys=True), render_paths(result.service_map), result.problems, int(result.status)
+    """What a trace says about one node holding `dumps` (trace_answer)."""
+    return trace_answer(dumps, service, cluster, node)
 
 
 def words_of(cluster: Cluster, service: str) -> Tuple[str, ...]:

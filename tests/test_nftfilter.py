@@ -10,7 +10,6 @@ back, the way a node prints it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,9 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubectl_svcnet.app import build_map
 from kubectl_svcnet.collect import nodecmds
-from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.collect.nodecmds import NFT_TABLES, collect_node
 from kubectl_svcnet.collect.nodefilter import (
     _NFT_KINDS,
@@ -38,9 +35,7 @@ from kubectl_svcnet.collect.nodefilter import (
 )
 from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.dataplane.nft import _teaches_detector, parse_nft, parse_service_chain_name, resolve_nft
-from kubectl_svcnet.errors import SvcnetError
-from kubectl_svcnet.render import render_paths, to_dict
-from tests.awks import make_node
+from tests.filtertools import make_node, trace_answer
 from tests.kpwriter.spec import service_port
 from tests.test_nft_trace import _add_chains, _chain, _endpoint, _with, damaged
 
@@ -68,14 +63,8 @@ def services_in(text: str) -> List[str]:
 
 
 def trace(text: str, service: str) -> Tuple:
-    """What `trace SERVICE -o json` and its paths say about one node holding `text`."""
-    inputs = Inputs(nodes={"node1": [(text, "node1:nft-ip-kube-proxy")]}, source_kind={"node1": "ssh"})
-    try:
-        result = build_map(inputs, only=service)
-    except SvcnetError as e:
-        return ("error", e.one_line())
-    doc = to_dict(result.service_map)
-    return json.dumps(doc, sort_keys=True), render_paths(result.service_map), result.problems, int(result.status)
+    """What a trace says about one node holding `text` (trace_answer)."""
+    return trace_answer([(text, "node1:nft-ip-kube-proxy")], service)
 
 
 def filtered_text(text: str, service: str, bindir: Optional[str] = None) -> Optional[str]:
@@ -288,7 +277,7 @@ def test_rebuild_refuses_damaged_output() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # collect_node with the filter, on a "node" of real programs: a fake `nft` that prints a table, the real
-# sh, gzip and awk (tests/awks.make_node: LocalRunner with its own PATH).
+# sh, gzip and awk (tests/filtertools.make_node: LocalRunner with its own PATH).
 
 
 def nft_node(tmp_path: Path, v4: str, v6: Optional[str] = None, awk: Optional[str] = "real") -> LocalRunner:
@@ -311,11 +300,7 @@ def nft_node(tmp_path: Path, v4: str, v6: Optional[str] = None, awk: Optional[st
 def same_answer(whole: nodecmds.NodeDumps, part: nodecmds.NodeDumps, service: str) -> None:
     assert [s for _, s in part.dumps] == [s for _, s in whole.dumps]
     assert part.warnings == whole.warnings
-    results = []
-    for d in (whole, part):
-        r = build_map(Inputs(nodes={"node1": list(d.dumps)}, source_kind={"node1": "ssh"}), only=service)
-        results.append((json.dumps(to_dict(r.service_map), sort_keys=True), render_paths(r.service_map), r.problems))
-    assert results[0] == results[1]
+    assert trace_answer(part.dumps, service) == trace_answer(whole.dumps, service)
 
 
 def test_collect_node_sends_the_filtered_table_for_a_trace(tmp_path: Path) -> None:

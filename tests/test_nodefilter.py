@@ -37,9 +37,8 @@ from kubectl_svcnet.collect.nodefilter import (
     valid_service,
 )
 from kubectl_svcnet.collect.runner import LocalRunner
-from kubectl_svcnet.errors import SvcnetError
 from kubectl_svcnet.render import render_paths, to_dict
-from tests.awks import AWKS, make_node
+from tests.filtertools import AWKS, make_node, trace_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "kube-proxy" / "iptables"
@@ -64,14 +63,8 @@ def services_in(text: str) -> List[str]:
 
 
 def trace(text: str, service: str) -> Tuple:
-    """What `trace SERVICE -o json` and its paths say about one node holding `text`."""
-    inputs = Inputs(nodes={"node1": [(text, "node1:iptables-save")]}, source_kind={"node1": "ssh"})
-    try:
-        result = build_map(inputs, only=service)
-    except SvcnetError as e:
-        return ("error", e.one_line())
-    doc = to_dict(result.service_map)
-    return json.dumps(doc, sort_keys=True), render_paths(result.service_map), result.problems, int(result.status)
+    """What a trace says about one node holding `text` (trace_answer)."""
+    return trace_answer([(text, "node1:iptables-save")], service)
 
 
 def filtered_text(text: str, service: str, bindir: Optional[str] = None) -> Tuple[str, Optional[int]]:
@@ -302,7 +295,7 @@ def test_filter_script_keeps_the_dump_commands_status(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # collect_node with the filter, on a "node" made of real programs: fake save commands that print a
-# dump, the real sh, gzip and awk (tests/awks.make_node: LocalRunner with its own PATH).
+# dump, the real sh, gzip and awk (tests/filtertools.make_node: LocalRunner with its own PATH).
 
 
 def collect_both(runner: LocalRunner, service: str) -> Tuple[nodecmds.NodeDumps, nodecmds.NodeDumps]:

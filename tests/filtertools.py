@@ -1,17 +1,24 @@
-"""Every awk this machine has, for the node-side filter tests (test_nodefilter.py, test_nftfilter.py,
-test_ipvsfilter.py): a node may run mawk (Debian), gawk (RHEL), BWK awk or busybox awk, and each filter
+"""What the node-side filter tests (test_nodefilter.py, test_nftfilter.py, test_ipvsfilter.py) share.
+
+Every awk this machine has: a node may run mawk (Debian), gawk (RHEL), BWK awk or busybox awk, and each filter
 program must send the same bytes with every one of them (the `awk_bins` fixture: tests/conftest.py); and
-`make_node`, a "node" made of real programs for collect_node."""
+`make_node`, a "node" made of real programs for collect_node; and `trace_answer`, what a trace says,
+to compare over filtered and whole dumps."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from kubectl_svcnet.app import build_map
+from kubectl_svcnet.collect.files import Inputs
 from kubectl_svcnet.collect.runner import LocalRunner
+from kubectl_svcnet.errors import SvcnetError
+from kubectl_svcnet.render import render_paths, to_dict
 
 
 def _awks() -> Dict[str, List[str]]:
@@ -54,3 +61,15 @@ def make_node(tmp_path: Path, saves: Dict[str, str], awk: Optional[str] = "real"
     runner = LocalRunner("node1", env={"PATH": str(bindir)})
     runner.remote = True  # as over SSH: gzip in the pipe too
     return runner
+
+
+def trace_answer(dumps: Sequence[Tuple[str, str]], service: str, cluster=None, node: str = "node1") -> Tuple:
+    """What `trace SERVICE -o json` and its paths say about one node holding `dumps` (its JSON, its
+    CHAIN:LINE paths, its problems and exit status; or the one-line error)."""
+    inputs = Inputs(nodes={node: list(dumps)}, source_kind={node: "ssh"}, cluster=cluster)
+    try:
+        result = build_map(inputs, only=service)
+    except SvcnetError as e:
+        return ("error", e.one_line())
+    doc = to_dict(result.service_map)
+    return json.dumps(doc, sort_keys=True), render_paths(result.service_map), result.problems, int(result.status)

@@ -139,11 +139,12 @@ def _check_node(
     svc: Optional[Service],
     eps: Sequence[Endpoint],
     cluster: Cluster,
+    zone: Optional[str] = None,
 ) -> List[Finding]:
+    """`node`'s rules for one service port against the API (`zone`: the node's topology zone)."""
     out: List[Finding] = []
     cip = [f for f in fes if f.type == CLUSTER_IP]
     if cluster.has_endpoints:
-        zone = next((n.zone for n in cluster.nodes if n.name == node), None)
         known = {(e.ip, e.port) for e in eps}
         for fe in {_family(f.ip): f for f in reversed(cip)}.values():  # the first of each IP family
             # Each IP family's proxier reads only that family's EndpointSlices (dual-stack Services).
@@ -317,6 +318,7 @@ def analyze(
     frontends: Dict[ServiceKey, List[Frontend]] = {}
     findings: Dict[ServiceKey, List[Finding]] = {}
     node_rules: Dict[ServiceKey, Set[str]] = {}
+    zones = {n.name: n.zone for n in cluster.nodes}
     for plane in planes:
         node = plane.info.name
         for rules in plane.services:
@@ -351,7 +353,7 @@ def analyze(
                     )
                 )
                 continue
-            f.extend(_check_node(rules.key, fes, node, svc, eps, cluster))
+            f.extend(_check_node(rules.key, fes, node, svc, eps, cluster, zones.get(node)))
     # Service ports the API has and a node's rules lack entirely.
     answered = [p.info.name for p in planes if p.info.error is None and p.info.proxy_mode not in ("unknown", MODE_NONE)]
     for svc in cluster.services:

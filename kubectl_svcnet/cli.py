@@ -410,7 +410,10 @@ def _narrowed(result, inputs, addr, dns, target: str, service: str, where: Optio
 
     whole = result.service_map
     if addr is not None:
-        nodes = [parse_node(x) for x in flatten(inputs.objects) if x.get("kind") == "Node"]
+        if inputs.cluster is not None:
+            nodes = list(inputs.cluster.nodes)
+        else:
+            nodes = [parse_node(x) for x in flatten(inputs.objects) if x.get("kind") == "Node"]
         smap = narrow(whole, addr, node_addresses(nodes))
     else:
         smap = narrow_to_cluster_ip(whole, dns.port)
@@ -458,7 +461,7 @@ def _inputs_at(addr, namespace: Optional[str], o: dict):
     if inputs.objects:
         from kubectl_svcnet.objects import build_cluster
 
-        cluster = build_cluster(inputs.objects)
+        cluster = inputs.cluster = build_cluster(inputs.objects)  # (build_map takes it as built)
         hits = services_at(cluster.services, cluster.nodes, addr, namespace)
     hint = ""
     if not hits:

@@ -225,16 +225,25 @@ if sys.version_info >= (3, 11):
 def parse_rule(line: int, chain: str, text: str) -> Rule:
     """Lift the fields of one rule. Raises ValueError on text iptables-save could not have printed."""
     m = _FAST.match(text)
-    if m is not None:
-        neg, src, dst, proto, comment, dport, prob, target, to_dest = m.groups()
-        if (neg is None or src is not None) and (src or "0")[0] != "-" and (dst or "0")[0] != "-":
-            # Interned: a target or comment names one chain or service port for many rules.
-            return Rule(
-                line, chain, text, src, neg is not None, dst, None if dst is None else _host(dst), proto,
-                None if comment is None else intern(comment), dport, intern(target), to_dest,
-                None if prob is None else float(prob),
-            )  # fmt: skip
+    if m is not None and _fast_ok(m.groups()):
+        return _fast_rule(line, chain, text, m.groups())
     return parse_rule_general(line, chain, text)
+
+
+def _fast_ok(groups: tuple) -> bool:
+    """Whether a rule _FAST read is one parse_rule takes from it (else the general tokeniser decides)."""
+    neg, src, dst = groups[0], groups[1], groups[2]
+    return (neg is None or src is not None) and (src or "0")[0] != "-" and (dst or "0")[0] != "-"
+
+
+def _fast_rule(line: int, chain: str, text: str, groups: tuple) -> Rule:
+    neg, src, dst, proto, comment, dport, prob, target, to_dest = groups
+    # Interned: a target or comment names one chain or service port for many rules.
+    return Rule(
+        line, chain, text, src, neg is not None, dst, None if dst is None else _host(dst), proto,
+        None if comment is None else intern(comment), dport, intern(target), to_dest,
+        None if prob is None else float(prob),
+    )  # fmt: skip
 
 
 def parse_rule_general(line: int, chain: str, text: str) -> Rule:
@@ -942,6 +951,8 @@ def port_matches(spec: str, port: str) -> bool:
 class Walker:
     """Evaluates rules of one dump against packets, memoising whole-chain walks."""
 
+    use_lanes = True  # the fast walk takes kube-proxy's plain chains through _lane (off: tests compare)
+
     def __init__(
         self,
         dump: IptablesDump,
@@ -974,6 +985,7 @@ class Walker:
         self._cls_used: List[bool] = [False]
         self._keyspec: Dict[Tuple[str, str], Tuple[bool, bool, bool]] = {}
         self._live: Dict[int, Tuple[List[Rule], List[Rule]]] = {}  # fast mode: id(rules) -> (rules, without no-ops)
+        self._lanes: Dict[Tuple[str, str], object] = {}  # fast mode: (table, chain) -> its lane, or False (see _lane)
 
     def mark_only(self, table: str, chain: str) -> bool:
         """A chain that only sets the mark (KUBE-MARK-MASQ): every rule unconditional, target MARK."""
@@ -1106,6 +1118,16 @@ class Walker:
             return ALL_FIELDS
         found = set()
         fast = self.fast
+        lane = self._lane(table, chain) if fast else None
+        if lane is not None:
+            for proto, _, target, _, _ in lane:  # (a lane's rules test nothing but the protocol)
+                if proto is not None:
+                    found.add("proto")
+                if target is not None:
+                    found |= self.deps(table, target, stack + (k,))
+            d = frozenset(found)
+            self._deps[k] = d
+            return d
         for r in chains.get(chain, ()):
             if fast and self.no_op(table, r):
                 continue
@@ -1155,6 +1177,7 @@ class Walker:
         what one service port needs, not what all of them did."""
         self.memo.clear()
         self._live.clear()
+        self._lanes.clear()
         # What was learnt about its chains goes too: one entry per chain is 100,000s on a big node.
         self._deps.clear()
         self._keyspec.clear()
@@ -1166,6 +1189,12 @@ class Walker:
         if depth > 40:
             self.loops.append(chain)
             return [Outcome(1.0, "RETURN", None, NO_MARK_OP, (), None)]
+        if self.fast:
+            lane = self._lane(table, chain)
+            if lane is not None:
+                out = self._walk_lane(table, lane, pkt, depth)
+                if out is not None:
+                    return out
         rules = self.dump.tables[table].candidates(chain, pkt.dst, pkt.dport, self.node_addrs)
         if self.fast:
             # Mark-only rules do nothing in fast mode: drop them once per rule list, not per walk.
@@ -1176,6 +1205,93 @@ class Walker:
                     self._live[id(rules)] = hit
             rules = hit[1]
         return self._walk_rules(table, chain, rules, 0, pkt, NO_MARK_OP, depth, None)
+
+    # -- the fast walk's lane ------------------------------------------------------------------
+    # Most of a big node's chains are kube-proxy's endpoint chains (KUBE-SEP-: the hairpin mark, then
+    # the DNAT) and service chains (KUBE-SVC-: the masquerade mark, then one jump per endpoint with its
+    # probability). In fast mode their mark rules do nothing, and the rest test at most the protocol:
+    # such a chain is walked from its rules' text, read by _FAST, with no Rule object but the DNAT's
+    # and without the generic walk's per-rule steps. Anything else in a chain (a source, destination or
+    # port match, affinity, another target) and it is walked the generic way. _walk_lane computes what
+    # _walk_rules would, step for step (tests/test_lane.py compares the two on every fixture).
+
+    def _lane(self, table: str, chain: str) -> Optional[tuple]:
+        """A small unread chain's live rules as (proto, probability, jump target or None for DNAT,
+        the DNAT's Rule, hop), if every rule is a mark no-op or one of those; else None."""
+        k = (table, chain)
+        lane = self._lanes.get(k)
+        if lane is not None or not self.use_lanes:
+            return lane or None
+        self._lanes[k] = False
+        chains = self.dump.tables[table].chains
+        raw = dict.get(chains, chain) if isinstance(chains, Chains) else None
+        if raw is None or raw.__class__ is not _Raw or not 0 < raw.n < _INDEXED:
+            return None  # read already (its rules are at hand), absent, empty or a dispatch chain
+        if chains.__class__ is _Recording:
+            chains._reads[("g", chains._tpos, chain)] = None  # type: ignore[attr-defined]  # as Chains.get
+        live = []
+        jumps = set()
+        fast_match = _FAST.match
+        for line, spec in zip(chains.lines_of(raw), chains._specs(raw)):
+            m = fast_match(spec)
+            if m is None:
+                return None
+            g = m.groups()
+            if not _fast_ok(g):
+                return None
+            target = g[7]
+            if target == "MARK" or (target.startswith("KUBE-MARK-") and self.mark_only(table, target)):
+                if target != "MARK":
+                    jumps.add(target)
+                continue  # a no-op in fast mode, whatever it matches
+            if g[1] is not None or g[2] is not None or g[5] is not None:
+                return None  # a source, destination or port: the generic walk
+            prob = None if g[6] is None else float(g[6])
+            if target == "DNAT":
+                if g[8] is None:
+                    return None
+                live.append((g[3], prob, None, _fast_rule(line, chain, spec, g), Hop(chain, line, spec)))
+            elif target in _NOT_CHAINS or target == chain or target not in chains:
+                return None
+            else:
+                jumps.add(target)
+                live.append((g[3], prob, target, None, Hop(chain, line, spec)))
+        if not raw.checked:
+            # Every rule read cleanly and every jump has its chain: what Chains._load's check would note.
+            raw.checked = True
+            if self.dump.clean is not None:
+                self.dump.clean[_chain_key(chains, chain, raw)] = tuple(jumps)
+        lane = self._lanes[k] = tuple(live)
+        return lane
+
+    def _walk_lane(self, table: str, lane: tuple, pkt: Packet, depth: int) -> Optional[List[Outcome]]:
+        """_walk_rules over a lane (see _lane): the same outcomes, in the same order, with the same
+        arithmetic. None if a chain it jumps to came back with the mark changed (not in fast mode)."""
+        out: List[Outcome] = []
+        rem = 1.0
+        for proto, prob, target, rule, hop in lane:
+            if proto is not None and proto != pkt.proto and proto != "all":
+                continue
+            take = rem * prob if prob is not None else rem
+            if target is None:
+                out.append(Outcome(take, "DNAT", rule, NO_MARK_OP, (hop,), None))
+            else:
+                back = 0.0
+                for s in self.walk(table, target, pkt, depth + 1):
+                    if s.kind != "RETURN":
+                        out.append(Outcome(take * s.prob, s.kind, s.rule, compose(NO_MARK_OP, s.markop),
+                                           (hop,) + s.path, s.affinity))  # fmt: skip
+                    elif apply_marks(s.markop, pkt.marks) == pkt.marks:
+                        back += s.prob
+                    else:
+                        return None
+                take -= take * back
+            rem -= take
+            if rem <= EPS:
+                return out
+        if rem > EPS:
+            out.append(Outcome(rem, "RETURN", None, NO_MARK_OP, (), None))
+        return out
 
     def _walk_fast(self, table: str, chain: str, pkt: Packet, depth: int) -> List[Outcome]:
         spec = self._keyspec.get((table, chain))

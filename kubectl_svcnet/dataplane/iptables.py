@@ -544,12 +544,15 @@ class Chains(dict):
                     self.release()
 
     def release(self) -> None:
-        """Let the rules read since the last release go (not those of big, indexed chains)."""
+        """Let the rules read since the last release go: a service's or endpoint's own chains (not the
+        big, indexed ones). The chains every service's walk passes (PREROUTING, KUBE-MARK-MASQ, ...)
+        are few and read again for each service port: they stay."""
         for name in self._loaded:
             v = dict.get(self, name)
             raw = self.raw.get(name)
             if raw is not None and v is not None and v.__class__ is not _Raw and len(v) < _INDEXED:
-                dict.__setitem__(self, name, raw)
+                if name.startswith(PER_SERVICE_PREFIXES):
+                    dict.__setitem__(self, name, raw)
         self._loaded = []
 
     def chains_with(self, needle: str) -> set:

@@ -840,7 +840,7 @@ def _index_table(table: Table, text: str, at: int, lineno: int) -> Optional[Tupl
         c = e
         names = list(map(intern, words[0::3]))  # one string per chain, however many rules
         if words[1::3].count("-") * 3 != len(words):  # (only built-in chains have a policy)
-            policies.extend((n, w) for n, w in zip(names, words[1::3]) if w != "-")
+            policies.extend((name, w) for name, w in zip(names, words[1::3]) if w != "-")
         # What starts each rule line of each chain, after the "\n" of the line before it.
         prefixes = ("\n-A " + " \t\n-A ".join(names) + " ").split("\t")  # (no name holds a \t)
         nexts: List[Optional[str]] = prefixes[1:]
@@ -855,11 +855,16 @@ def _index_table(table: Table, text: str, at: int, lineno: int) -> Optional[Tupl
                     end = _block_end(text, p, pos)
                 if end:
                     n = count(p, pos - 1, end - 1)
-                    raw = new(_Raw)
-                    raw.start, raw.end, raw.line, raw.n = pos, end, line, n
-                    raw.src, raw.checked, raw.texts = text, False, None
+                    raw = new(_Raw)  # (its slots one by one: faster than _Raw() or a tuple of them)
+                    raw.start = pos
+                    raw.end = pos = end
+                    raw.line = line
+                    raw.n = n
+                    raw.src = text
+                    raw.checked = False
+                    raw.texts = None
                     add(raw)
-                    pos, line = end, line + n
+                    line += n
                     continue
             add(_Raw(True))
         raws.update(zip(names, piece))

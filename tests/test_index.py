@@ -43,7 +43,10 @@ def picture(text: str, fast: bool):
         rows = []
         for name in chains:
             raw = chains.raw[name]
-            blocks += bool(raw.line)
+            if raw.line:  # a block: what _chain_bytes reads of it is what the chain's readers read
+                blocks += 1
+                assert list(raw.lines) == list(chains.lines_of(raw))
+                assert list(raw.offsets) == list(chains.offsets_of(raw))
             rows.append(
                 (
                     name,

@@ -394,7 +394,7 @@ class _Raw:
     @property
     def lines(self) -> Optional[array]:
         if self.line:
-            return array("q", range(self.line, self.line + self.n))
+            return range(self.line, self.line + self.n)  # type: ignore[return-value]
         return self._lines
 
     @lines.setter
@@ -404,6 +404,10 @@ class _Raw:
     @property
     def offsets(self) -> Optional[array]:
         if self.line:
+            if self.n <= 2:  # (most chains: a service endpoint's two rules) at once, for _chain_bytes
+                text, start = self.src, self.start
+                k = text.find(" ", start + 3) + 1 - start
+                return (start + k,) if self.n == 1 else (start + k, text.find("\n", start) + 1 + k)  # type: ignore
             return _block_offsets(self.src, self.start, self.end)
         return self._offsets
 
@@ -455,7 +459,7 @@ class Chains(dict):
         """One more rule of a chain kept by offset (see _Raw)."""
         lines, offsets = self._lines, self._offsets
         if raw.line:  # a block (_index_table) whose chain goes on later: its own arrays now
-            raw._lines, raw._offsets = raw.lines, raw.offsets
+            raw._lines, raw._offsets = array("q", self.lines_of(raw)), self.offsets_of(raw)
             raw.line = 0
         if raw.lines is None:
             if raw.n == 0:
@@ -477,6 +481,8 @@ class Chains(dict):
         return raw.lines if raw.lines is not None else self._lines[raw.start : raw.start + raw.n]
 
     def offsets_of(self, raw: _Raw) -> array:
+        if raw.line:
+            return _block_offsets(self._text, raw.start, raw.end)
         return raw.offsets if raw.offsets is not None else self._offsets[raw.start : raw.start + raw.n]
 
     def pop(self, name: str, default: object = None) -> object:  # type: ignore[override]

@@ -14,6 +14,7 @@ import sys
 from array import array
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from sys import intern
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
@@ -384,16 +385,54 @@ class _Raw:
     iptables-save prints a chain's rules one after the other, so a chain's line numbers and offsets
     are `n` entries from `start` in its table's arrays (Chains.lines_of, offsets_of): 110,000 chains
     cost no arrays of their own. A chain whose rules come apart (iptables-restore input, where
-    chains' rules may interleave) or that keeps its texts has its own `lines` (and `offsets`)."""
+    chains' rules may interleave) or that keeps its texts has its own `lines` (and `offsets`).
 
-    __slots__ = ("start", "n", "lines", "offsets", "texts", "checked")
+    A chain read by _index_table is a block instead (`line` is set): its `n` rules are the lines from
+    offset `start` to `end` of the dump's text `src`, numbered from `line`, each `-A NAME ...`; its
+    line numbers and offsets are worked out when asked for."""
+
+    __slots__ = ("start", "n", "line", "end", "src", "_lines", "_offsets", "texts", "checked")
 
     def __init__(self, by_offset: bool):
         self.checked = False  # its rules were read once and their problems noted
-        self.start = self.n = 0
-        self.lines: Optional[array] = None if by_offset else array("q")
-        self.offsets: Optional[array] = None
+        self.start = self.n = self.line = 0
+        self._lines: Optional[array] = None if by_offset else array("q")
+        self._offsets: Optional[array] = None
         self.texts: Optional[List[str]] = None if by_offset else []
+
+    @property
+    def lines(self) -> Optional[array]:
+        if self.line:
+            return range(self.line, self.line + self.n)  # type: ignore[return-value]
+        return self._lines
+
+    @lines.setter
+    def lines(self, value: Optional[array]) -> None:
+        self._lines = value
+
+    @property
+    def offsets(self) -> Optional[array]:
+        if self.line:
+            if self.n <= 2:  # (most chains: a service endpoint's two rules) at once, for _chain_bytes
+                text, start = self.src, self.start
+                k = text.find(" ", start + 3) + 1 - start
+                return (start + k,) if self.n == 1 else (start + k, text.find("\n", start) + 1 + k)  # type: ignore
+            return _block_offsets(self.src, self.start, self.end)
+        return self._offsets
+
+    @offsets.setter
+    def offsets(self, value: Optional[array]) -> None:
+        self._offsets = value
+
+
+def _block_offsets(text: str, start: int, end: int) -> array:
+    """Where each rule's text starts in a block of `-A NAME ...` lines (see _Raw)."""
+    k = text.find(" ", start + 3) + 1 - start  # len("-A NAME "): the same on every line of the block
+    out, pos = array("q"), start
+    for line in text[start : end - 1].split("\n"):
+        out.append(pos + k)
+        pos += len(line) + 1
+    return out
 
 
 _ABSENT = object()
@@ -428,6 +467,9 @@ class Chains(dict):
     def append(self, raw: _Raw, line: int, offset: int) -> None:
         """One more rule of a chain kept by offset (see _Raw)."""
         lines, offsets = self._lines, self._offsets
+        if raw.line:  # a block (_index_table) whose chain goes on later: its own arrays now
+            raw._lines, raw._offsets = array("q", self.lines_of(raw)), self.offsets_of(raw)
+            raw.line = 0
         if raw.lines is None:
             if raw.n == 0:
                 raw.start = len(lines)
@@ -443,9 +485,13 @@ class Chains(dict):
         raw.n += 1
 
     def lines_of(self, raw: _Raw) -> array:
+        if raw.line:
+            return range(raw.line, raw.line + raw.n)  # type: ignore[return-value]
         return raw.lines if raw.lines is not None else self._lines[raw.start : raw.start + raw.n]
 
     def offsets_of(self, raw: _Raw) -> array:
+        if raw.line:
+            return _block_offsets(self._text, raw.start, raw.end)
         return raw.offsets if raw.offsets is not None else self._offsets[raw.start : raw.start + raw.n]
 
     def pop(self, name: str, default: object = None) -> object:  # type: ignore[override]
@@ -489,6 +535,9 @@ class Chains(dict):
         """Each rule's text after `-A CHAIN `, from the dump's text (or as kept)."""
         if raw.texts is not None:
             return list(raw.texts)
+        if raw.line:  # a block: no line of it ends in \r (_index_table)
+            k = self._text.find(" ", raw.start + 3) + 1 - raw.start
+            return list(map(itemgetter(slice(k, None)), self._text[raw.start : raw.end - 1].split("\n")))
         text, find, out = self._text, self._text.find, []
         for start in self.offsets_of(raw):
             end = find("\n", start)
@@ -575,7 +624,9 @@ class Chains(dict):
             if text.startswith("-A ", start):
                 name = text[start + 3 : text.find(" ", start + 3)]
                 raw = self.raw.get(name)
-                if raw is not None and raw.texts is None and start + 4 + len(name) in self.offsets_of(raw):
+                if raw is None or raw.texts is not None:
+                    continue
+                if (raw.start <= start < raw.end) if raw.line else start + 4 + len(name) in self.offsets_of(raw):
                     out.add(name)
         return out
 
@@ -737,37 +788,152 @@ def parse_iptables(text: str, source: str, lazy: bool = False) -> IptablesDump:
     chains at a time. The text must then stay as it is while the dump is in use.
     """
     dump = IptablesDump(source, lazy=lazy)
-    n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
     if text and not text.endswith("\n"):
         # The last line was cut mid-way: it cannot be trusted.
-        msg = f"dump ends mid-line; last line ignored ({source}:{n_lines})"
+        cut = text.count("\n") + 1
+        msg = f"dump ends mid-line; last line ignored ({source}:{cut})"
         dump._parse_findings.append((0, Finding("error", "truncated-dump", msg)))
-        n_lines -= 1
-    _parse_lines(dump, text, _numbered_lines(text, n_lines), n_lines)
+    # A table laid out as iptables-save lays it out is read a chain at a time (_index_table), and the
+    # line-by-line reader goes on after it. (Lines ending in \r are left to the line-by-line reader,
+    # and so is a dump read whole: the reference tests/test_lazy_dump.py holds the lazy one to.)
+    skip: Optional[List[Tuple[int, int]]] = [] if lazy and "\r" not in text else None
+    _parse_lines(dump, text, _numbered_lines(text, skip), None, skip)
     if not lazy:
         dump.finish()
     return dump
 
 
-def _numbered_lines(text: str, limit: int) -> Iterator[Tuple[int, Optional[int], str]]:
-    """(number, offset, line) for the first `limit` lines, one at a time: a 48 MB dump is never held
-    twice (as text and as a list of lines)."""
+def _numbered_lines(
+    text: str, skip: Optional[List[Tuple[int, int]]] = None
+) -> Iterator[Tuple[int, Optional[int], str]]:
+    """(number, offset, line) for each line that ends in \\n (a cut last line is not read), one at a
+    time: a 48 MB dump is never held twice (as text and as a list of lines). The reader may put
+    (offset, number of the line before it) in `skip` to go on from there."""
     pos, n = 0, 0
     find = text.find
-    while n < limit:
+    while True:
         end = find("\n", pos)
         if end < 0:
-            end = len(text)
+            return
         n += 1
         yield n, pos, text[pos:end]
         pos = end + 1
+        if skip:
+            pos, n = skip.pop()
+
+
+# A table's chain declarations as iptables-save prints them (`:NAME POLICY [packets:bytes]`: three
+# words, one space apart), for _index_table; any other declaration is left to the line-by-line reader.
+_DECLARATIONS = re.compile(r"(?::[!-~]+ [!-~]+ [!-~]+\n)+")
+if sys.version_info >= (3, 11):
+    _DECLARATIONS = re.compile(r"(?::[!-~]++ [!-~]++ [!-~]++\n)++")  # (possessive: as _FAST)
+_PIECE = 1 << 16  # _index_table reads declarations this many characters at a time
+_WINDOW = 4096  # how far _index_table looks for the next chain's rules before going line by line
+
+
+def _index_table(table: Table, text: str, at: int, lineno: int) -> Optional[Tuple[int, int]]:
+    """Read the body of a new table (from offset `at`, line `lineno` + 1) where it is laid out as
+    iptables-save lays it out: every chain declared, then each chain's rules together, chains in the
+    order declared. Such a chain is one block (_Raw.line), with no work per line: the block ends
+    where the next chain's first rule is found in the text (else it is followed line by line), and
+    its rules are counted. Stops at the first line that is not so (rules out of that order or coming
+    apart, an undeclared chain, -X/-F, a comment, COMMIT): returns where the line-by-line reader goes
+    on, as (offset, number of the line before it), or None if it read nothing. The chains come out
+    as the line-by-line reader would have made them (tests/test_index.py)."""
+    chains, raws = table.chains, table.chains.raw
+    m = _DECLARATIONS.match(text, at)
+    if m is None or dict.__len__(chains):  # (a table seen before is read line by line)
+        return None
+    b = m.end()
+    new, find, count, startswith = object.__new__, text.find, text.count, text.startswith
+    made: List[_Raw] = []
+    policies: List[Tuple[str, str]] = []
+    first = lineno + count("\n", at, b) + 1  # the number of the line at offset b
+    pos, line = b, first  # the next line, and its number
+    here = False  # the next chain's rules are known to start at pos
+    c = at
+    while c < b:  # the declarations a piece at a time, not to hold 110,000 of each word at once
+        e = find("\n", min(c + _PIECE, b - 1)) + 1
+        words = text[c + 1 : e - 1].replace("\n:", " ").split(" ")  # NAME POLICY [p:b] NAME ...
+        c = e
+        names = list(map(intern, words[0::3]))  # one string per chain, however many rules
+        if words[1::3].count("-") * 3 != len(words):  # (only built-in chains have a policy)
+            policies.extend((name, w) for name, w in zip(names, words[1::3]) if w != "-")
+        # What starts each rule line of each chain, after the "\n" of the line before it.
+        prefixes = ("\n-A " + " \t\n-A ".join(names) + " ").split("\t")  # (no name holds a \t)
+        nexts: List[Optional[str]] = prefixes[1:]
+        nexts.append(None)
+        piece: List[_Raw] = []
+        add = piece.append
+        for p, nxt in zip(prefixes, nexts):
+            if here or startswith(p, pos - 1):
+                end = find(nxt, pos, pos + _WINDOW) + 1 if nxt is not None else 0
+                here = end > 0
+                if not here:  # a long chain, the last, or the next has no rules: line by line
+                    end = _block_end(text, p, pos)
+                if end:
+                    n = count(p, pos - 1, end - 1)
+                    raw = new(_Raw)  # (its slots one by one: faster than _Raw() or a tuple of them)
+                    raw.start = pos
+                    raw.end = pos = end
+                    raw.line = line
+                    raw.n = n
+                    raw.src = text
+                    raw.checked = False
+                    raw.texts = None
+                    add(raw)
+                    line += n
+                    continue
+            add(_Raw(True))
+        raws.update(zip(names, piece))
+        made += piece
+    if len(raws) != len(made):  # a chain declared twice: left to the line-by-line reader
+        raws.clear()
+        return None
+    if count("\n", b, pos) != line - first:
+        # A block held lines not its chain's: the next chain's first rule was found past them (rules
+        # out of order, or the next table's). The first such block is its chain's first lines, and the
+        # line-by-line reader goes on after them.
+        for raw in made:
+            if raw.line and count("\n", raw.start, raw.end) != raw.n:
+                p = text[raw.start - 1 : find(" ", raw.start + 3) + 1]
+                raw.end = _block_end(text, p, raw.start)
+                raw.n = count(p, raw.start - 1, raw.end - 1)
+                pos, line = raw.end, raw.line + raw.n
+                break
+        for raw in made:
+            if raw.start >= pos:
+                raw.start = raw.n = raw.line = 0
+                raw._lines = raw._offsets = None
+    dict.update(chains, raws)
+    table.policies.update(policies)
+    return pos, line - 1
+
+
+def _block_end(text: str, prefix: str, pos: int) -> int:
+    """Where the lines from offset `pos` that start with `prefix` (after the "\\n" before them) end; 0
+    if the first of them is the dump's cut last line (no line of it is read)."""
+    find, startswith = text.find, text.startswith
+    end = find("\n", pos) + 1
+    while end and startswith(prefix, end - 1):
+        nl = find("\n", end) + 1
+        if not nl:  # the dump's cut last line: not read
+            break
+        end = nl
+    return end
 
 
 def _parse_lines(
-    dump: IptablesDump, text: str, numbered: Iterator[Tuple[int, Optional[int], str]], last_line: int
+    dump: IptablesDump,
+    text: str,
+    numbered: Iterator[Tuple[int, Optional[int], str]],
+    last_line: Optional[int],
+    skip: Optional[List[Tuple[int, int]]] = None,
 ) -> IptablesDump:
     """Read the lines into tables and chains. A rule is kept as its line number and the offset of its
-    text in `text` (offset None: its text itself); Chains parses it when its chain is read."""
+    text in `text` (offset None: its text itself); Chains parses it when its chain is read. With
+    `skip` (the list _numbered_lines reads), a table's body is read by _index_table where it can.
+    `last_line`: the number of the last line read (None: the last that ends in \\n)."""
     source = dump.source
     table: Optional[Table] = None
     header_tool = None
@@ -849,6 +1015,10 @@ def _parse_lines(
             raws = chains.raw
             table.committed = False
             saw_anything = True
+            if skip is not None and pos is not None:
+                resume = _index_table(table, text, pos + len(line) + 1, lineno)
+                if resume is not None:
+                    skip.append(resume)
         elif c == "#":
             m = _HEADER.match(line)
             if m:
@@ -867,6 +1037,8 @@ def _parse_lines(
     if not saw_anything:
         raise DumpParseError("not iptables-save output: no *table and no rules", source, 1 if text else 0)
     if table is not None and not table.committed:
+        if last_line is None:
+            last_line = text.count("\n")
         msg = f"table {table.name} has no COMMIT ({source}:{last_line})"
         problems.append((last_line, Finding("error", "truncated-dump", msg)))
     dump.family = _family(text, header_tool)

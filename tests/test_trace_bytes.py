@@ -157,3 +157,29 @@ def test_trace_from_a_file_answers_as_from_stdin(capsys, tmp_path, crlf):
         b = svcnet(capsys, "trace", *args, "--from-file", "node1=-", stdin=text)
         assert (a.code, a.out, a.err) == (b.code, b.out, b.err)
     assert "did you mean ns17/svc17?" in a.hint()  # (the names come from the whole text, decoded then)
+
+
+def _answer(inputs, svc):
+    from kubectl_svcnet.app import build_map
+    from kubectl_svcnet.errors import NotFoundError
+
+    try:
+        r = build_map(inputs, only=svc)
+    except NotFoundError as e:
+        return ("not found", e.message, e.hint)
+    return r.service_map, r.status, r.problems
+
+
+@pytest.mark.parametrize("svc", ["default/db-service", "default/web", "kube-system/kube-dns", "default/nosuch"])
+def test_a_snapshot_traces_the_same_read_lazily(svc):
+    assert _answer(read_snapshot(str(SEED), lazy=True), svc) == _answer(read_snapshot(str(SEED)), svc)
+
+
+@pytest.mark.parametrize("case", sorted(p.parent for p in (FIXTURES / "ipvs").rglob("ipvsadm-save.txt")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_several_dumps_of_one_node_trace_the_same_read_lazily(case):
+    """IPVS mode: iptables-save, ipvsadm-save and ipset output of one node, the iptables dump read whole."""
+    specs = [f"n1={case / f}" for f in ("iptables-save.txt", "ipvsadm-save.txt", "ipset-save.txt")]
+    text = (case / "iptables-save.txt").read_text() + (case / "ipvsadm-save.txt").read_text()
+    for svc in services_in(text):
+        assert _answer(read_from_files(specs, lazy=True), svc) == _answer(read_from_files(specs), svc)

@@ -28,8 +28,8 @@ class DumpBytes:
         return self._text
 
     def __getitem__(self, key: Any) -> str:
-        if self.data is not None and isinstance(key, slice):
-            return str(self.data[key], "ascii")
+        if self.data is not None:
+            return str(self.data[key], "ascii") if isinstance(key, slice) else chr(self.data[key])
         return str(self)[key]
 
     def __len__(self) -> int:

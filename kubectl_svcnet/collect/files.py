@@ -46,17 +46,19 @@ class Inputs:
     cluster: Any = None  # model.Cluster of `objects` when built already (a live run, before its fan-out)
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, lazy: bool = False) -> Union[str, DumpBytes]:
     """The file's text, strictly UTF-8, newlines as they are. A file that cannot be read, or bytes that
     are not UTF-8 (the error names the line), is an InputError.
 
     (Not from a memory map, which would save a copy of a 48 MB dump, 30 ms: a file another process
     rewrites meanwhile, as `iptables-save > dump.txt` does, would kill the process with SIGBUS instead
-    of giving an answer or an error.)"""
+    of giving an answer or an error.) `lazy`: an ASCII file is returned as its bytes (DumpBytes)."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}", where=str(path)) from e
+    if lazy and data.isascii():  # (ASCII is UTF-8: decoding it later cannot fail)
+        return DumpBytes(data)
     return _decode(data, path)
 
 
@@ -65,13 +67,7 @@ def _read_node_text(path: Path, node: str, lazy: bool = False) -> Union[str, Dum
     lines of a big dump): an ASCII file stays bytes until something needs its whole text (DumpBytes);
     any other file is decoded now, so a file that is not UTF-8 is the same error as ever."""
     try:
-        if not lazy:
-            return _read_text(path)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise InputError(f"cannot read {path}: {e.strerror or e}", where=str(path)) from e
-        return DumpBytes(data) if data.isascii() else _decode(data, path)
+        return _read_text(path, lazy)
     except InputError as e:
         raise InputError(f"node {node}: {e.message}", where=e.where, hint=e.hint) from e
 

@@ -186,9 +186,11 @@ def service_names(inputs: Inputs, cluster: Any = None) -> List[str]:
         return sorted({f"{s.namespace}/{s.name}" for s in cluster.services})
     import re
 
+    from kubectl_svcnet.dumptext import text_of
+
     comment = re.compile(r'comment(?: --comment)?"?:?\s*"?([a-z0-9][-a-z0-9]*)/([a-z0-9][-a-z0-9]*)(?=[:"\s])')
     for dumps in inputs.nodes.values():
-        found = {f"{m[1]}/{m[2]}" for text, _ in dumps for m in comment.finditer(text)}
+        found = {f"{m[1]}/{m[2]}" for text, _ in dumps for m in comment.finditer(text_of(text))}
         if found:
             return sorted(found)
     return []

@@ -219,10 +219,12 @@ def _read_inputs(o: dict, namespace: Optional[str] = None, all_namespaces: bool 
     if o["from_file"] and o["snapshot"]:
         raise UsageError("use either --from-file or --snapshot, not both")
     _warn_unused(offline=bool(o["from_file"] or o["snapshot"]))
+    # A trace of one Service reads a few lines of each dump: files stay bytes until needed whole.
+    lazy = service is not None
     if o["snapshot"]:
-        return files.read_snapshot(o["snapshot"]), namespace
+        return files.read_snapshot(o["snapshot"], lazy), namespace
     if o["from_file"]:
-        return files.read_from_files(list(o["from_file"])), namespace
+        return files.read_from_files(list(o["from_file"]), lazy=lazy), namespace
     from kubectl_svcnet.collect.live import read_live
 
     return read_live(_live_options(o, namespace, all_namespaces), service, progress=sys.stderr, resolve=resolve)

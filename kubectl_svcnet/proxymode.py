@@ -60,7 +60,9 @@ def scan_dump(text: str) -> Set[str]:
     "userspace"), "kube-proxy" (any of its chains), "cilium", "calico", "kube-router", and
     "ipvs-services" (IPVS virtual servers, whoever made them)."""
     from kubectl_svcnet.dataplane import detect_format
+    from kubectl_svcnet.dumptext import text_of
 
+    text = text_of(text)  # (a trace's dump file kept as bytes: the scan reads all of it)
     fmt = detect_format(text)
     forms = _needles_for(fmt)
     syntax = ("\n:", "\n-", "chain ", "table ", '"')

@@ -14,8 +14,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+from kubectl_svcnet.dumptext import DumpBytes
 from kubectl_svcnet.errors import InputError, UsageError
 
 OBJECT_SUFFIXES = (".json", ".yaml", ".yml")
@@ -28,6 +29,7 @@ class Inputs:
     """Everything a run read: API objects, and per node its dumps as (text, source name)."""
 
     objects: List[Dict[str, Any]] = field(default_factory=list)
+    # (a dump's text may be dumptext.DumpBytes, read for a trace: read_from_files(lazy=True))
     nodes: Dict[str, List[Tuple[str, str]]] = field(default_factory=dict)
     source_kind: Dict[str, str] = field(default_factory=dict)
     errors: Dict[str, str] = field(default_factory=dict)  # node -> why its dumps could not be read
@@ -44,24 +46,28 @@ class Inputs:
     cluster: Any = None  # model.Cluster of `objects` when built already (a live run, before its fan-out)
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, lazy: bool = False) -> Union[str, DumpBytes]:
     """The file's text, strictly UTF-8, newlines as they are. A file that cannot be read, or bytes that
     are not UTF-8 (the error names the line), is an InputError.
 
     (Not from a memory map, which would save a copy of a 48 MB dump, 30 ms: a file another process
     rewrites meanwhile, as `iptables-save > dump.txt` does, would kill the process with SIGBUS instead
-    of giving an answer or an error.)"""
+    of giving an answer or an error.) `lazy`: an ASCII file is returned as its bytes (DumpBytes)."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}", where=str(path)) from e
+    if lazy and data.isascii():  # (ASCII is UTF-8: decoding it later cannot fail)
+        return DumpBytes(data)
     return _decode(data, path)
 
 
-def _read_node_text(path: Path, node: str) -> str:
-    """_read_text of one of a node's dumps; its error names the node."""
+def _read_node_text(path: Path, node: str, lazy: bool = False) -> Union[str, DumpBytes]:
+    """_read_text of one of a node's dumps; its error names the node. `lazy` (a trace, which reads a few
+    lines of a big dump): an ASCII file stays bytes until something needs its whole text (DumpBytes);
+    any other file is decoded now, so a file that is not UTF-8 is the same error as ever."""
     try:
-        return _read_text(path)
+        return _read_text(path, lazy)
     except InputError as e:
         raise InputError(f"node {node}: {e.message}", where=e.where, hint=e.hint) from e
 
@@ -93,10 +99,11 @@ def parse_from_file(spec: str) -> Tuple[Optional[str], str]:
     return None, spec
 
 
-def read_from_files(specs: List[str], stdin_text: Optional[str] = None) -> Inputs:
+def read_from_files(specs: List[str], stdin_text: Optional[str] = None, lazy: bool = False) -> Inputs:
     """`--from-file [NODE=]PATH` ...: each file's text under its node (files with the same NODE are one
     node). A file that is not there, a directory, stdin twice, or two different files that would both
-    be named after their file name are usage errors; an empty file is its node's error (read_node)."""
+    be named after their file name are usage errors; an empty file is its node's error (read_node).
+    `lazy`: ASCII files are kept as DumpBytes (see _read_node_text)."""
     inputs = Inputs()
     named_after: Dict[str, Path] = {}  # node -> the file it was named after (no NODE=)
     stdin_read = False
@@ -120,7 +127,7 @@ def read_from_files(specs: List[str], stdin_text: Optional[str] = None) -> Input
                                  hint=f"a snapshot directory is read with --snapshot {path}")  # fmt: skip
             if not p.is_file():
                 raise UsageError(f"no such file: {path}", hint="--from-file takes [NODE=]PATH")
-            text = _read_node_text(p, node or p.name.split(".")[0] or p.name)
+            text = _read_node_text(p, node or p.name.split(".")[0] or p.name, lazy)
             source = str(p)
             if node is None:
                 node = p.name.split(".")[0] or p.name
@@ -183,7 +190,8 @@ def _read_healthz_file(inputs: Inputs, node: str, path: Path) -> None:
     inputs.node_info.setdefault(node, {})["healthz"] = {"statusCode": status, "body": body}
 
 
-def read_snapshot(directory: str) -> Inputs:
+def read_snapshot(directory: str, lazy: bool = False) -> Inputs:
+    """A snapshot directory's objects and node dumps (`lazy`: as read_from_files)."""
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(f"no such snapshot directory: {directory}")
@@ -215,7 +223,7 @@ def read_snapshot(directory: str) -> Inputs:
                     inputs.logs[nd.name] = inputs.logs.get(nd.name, "") + text
                     continue
                 if f.is_file() and not f.name.startswith(SKIP_NAMES) and f.suffix != ".md":
-                    text = _read_node_text(f, nd.name)
+                    text = _read_node_text(f, nd.name, lazy)
                     dumps.append((text, str(f)))
             inputs.nodes[nd.name] = dumps
             inputs.source_kind[nd.name] = "snapshot"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence, Tuple
 
+from kubectl_svcnet.dumptext import text_of
 from kubectl_svcnet.errors import DumpParseError
 from kubectl_svcnet.model import NodeDataPlane, NodeInfo, ServiceRules
 
@@ -90,6 +91,8 @@ def read_node(
     else:
         only_ipt = only
     for fmt, text, source in formats:
+        if fmt != IPTABLES or not only_ipt:
+            text = text_of(text)  # (a DumpBytes is read as bytes only by parse_iptables_for)
         if fmt is None and (not text or text.isspace()):  # (strip() would copy a big dump)
             raise DumpParseError(f"not a kube-proxy dump: {EMPTY_DUMP}", source)
         if fmt is None:
@@ -107,7 +110,7 @@ def read_node(
             # For one Service, read only the lines it can touch (fast on 10,000-service nodes).
             sparse = parse_iptables_for(text, source, only_ipt) if only_ipt else None
             # Lazy: rules are read as their chains are walked and let go after (resolve_iptables).
-            ipt.append(sparse if sparse is not None else parse_iptables(text, source, lazy=True))
+            ipt.append(sparse if sparse is not None else parse_iptables(text_of(text), source, lazy=True))
         else:
             from kubectl_svcnet.dataplane.nft import parse_nft
 

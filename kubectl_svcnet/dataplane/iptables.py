@@ -1904,6 +1904,8 @@ def _ranges(dump: IptablesDump, seed: _Seed, detector: Optional[str]) -> List[st
 def _chain_bytes(chains: Chains, name: str, raw: _Raw) -> bytes:
     """A chain's rules as the dump has them."""
     n = raw.n
+    if raw.line and raw.texts is None:  # a block (_index_table): its lines, "-A NAME " and all, at once
+        return (str(n) + "\n" + chains._text[raw.start : raw.end - 1]).encode()
     if raw.texts is None and n:
         if raw.lines is None:
             lines, offsets, i = chains._lines, chains._offsets, raw.start

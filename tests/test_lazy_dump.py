@@ -153,3 +153,11 @@ def test_a_chain_whose_rules_come_apart_reads_whole(tmp_path):
     want = resolve_iptables([parse_iptables(grouped, "d.txt", lazy=True)], "n1")
     assert got.services == want.services  # (findings name lines, which differ)
     assert [f.code for f in got.findings] == [f.code for f in want.findings]
+
+
+def test_chains_with_refuses_an_empty_needle():
+    # (A chain named "" exists in a dump with `-A  X`; an empty needle used to loop forever.)
+    dump = parse_iptables("*nat\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n", "d.txt", lazy=True)
+    with pytest.raises(ValueError):
+        dump.tables["nat"].chains.chains_with("")
+    assert dump.tables["nat"].chains.chains_with("-j RETURN") == {"X"}

@@ -610,6 +610,8 @@ class Chains(dict):
         Only for rules kept as offsets into that text (every lazy dump's)."""
         if not self._by_offset:
             raise ValueError("chains_with reads rules kept as offsets into the dump's text")
+        if not needle:
+            raise ValueError("chains_with needs a needle: an empty one is found at every offset, forever")
         out = set()
         text, find = self._text, self._text.find
         pos = 0

@@ -45,8 +45,11 @@ def picture(text: str, fast: bool):
             raw = chains.raw[name]
             if raw.line:  # a block: what _chain_bytes reads of it is what the chain's readers read
                 blocks += 1
-                assert list(raw.lines) == list(chains.lines_of(raw))
-                assert list(raw.offsets) == list(chains.offsets_of(raw))
+                lines, offsets = list(chains.lines_of(raw)), list(chains.offsets_of(raw))
+                assert lines == list(range(lines[0], lines[0] + raw.n)), "one run of lines"
+                text = chains._text
+                first, last = text.rfind("\n", 0, offsets[0]) + 1, text.find("\n", offsets[-1])
+                assert _chain_bytes(chains, name, raw) == (f"{raw.n}\n" + text[first:last]).encode()
             rows.append(
                 (
                     name,

@@ -388,41 +388,17 @@ class _Raw:
     chains' rules may interleave) or that keeps its texts has its own `lines` (and `offsets`).
 
     A chain read by _index_table is a block instead (`line` is set): its `n` rules are the lines from
-    offset `start` to `end` of the dump's text `src`, numbered from `line`, each `-A NAME ...`; its
-    line numbers and offsets are worked out when asked for."""
+    offset `start` to `end` of the dump's text, numbered from `line`, each `-A NAME ...`; it has no
+    `lines` or `offsets` of its own (Chains.lines_of, offsets_of work them out when asked)."""
 
-    __slots__ = ("start", "n", "line", "end", "src", "_lines", "_offsets", "texts", "checked")
+    __slots__ = ("start", "n", "line", "end", "lines", "offsets", "texts", "checked")
 
     def __init__(self, by_offset: bool):
         self.checked = False  # its rules were read once and their problems noted
         self.start = self.n = self.line = 0
-        self._lines: Optional[array] = None if by_offset else array("q")
-        self._offsets: Optional[array] = None
+        self.lines: Optional[array] = None if by_offset else array("q")
+        self.offsets: Optional[array] = None
         self.texts: Optional[List[str]] = None if by_offset else []
-
-    @property
-    def lines(self) -> Optional[array]:
-        if self.line:
-            return range(self.line, self.line + self.n)  # type: ignore[return-value]
-        return self._lines
-
-    @lines.setter
-    def lines(self, value: Optional[array]) -> None:
-        self._lines = value
-
-    @property
-    def offsets(self) -> Optional[array]:
-        if self.line:
-            if self.n <= 2:  # (most chains: a service endpoint's two rules) at once, for _chain_bytes
-                text, start = self.src, self.start
-                k = text.find(" ", start + 3) + 1 - start
-                return (start + k,) if self.n == 1 else (start + k, text.find("\n", start) + 1 + k)  # type: ignore
-            return _block_offsets(self.src, self.start, self.end)
-        return self._offsets
-
-    @offsets.setter
-    def offsets(self, value: Optional[array]) -> None:
-        self._offsets = value
 
 
 def _block_offsets(text: str, start: int, end: int) -> array:
@@ -468,7 +444,7 @@ class Chains(dict):
         """One more rule of a chain kept by offset (see _Raw)."""
         lines, offsets = self._lines, self._offsets
         if raw.line:  # a block (_index_table) whose chain goes on later: its own arrays now
-            raw._lines, raw._offsets = array("q", self.lines_of(raw)), self.offsets_of(raw)
+            raw.lines, raw.offsets = array("q", self.lines_of(raw)), self.offsets_of(raw)
             raw.line = 0
         if raw.lines is None:
             if raw.n == 0:
@@ -880,7 +856,7 @@ def _index_table(table: Table, text: str, at: int, lineno: int) -> Optional[Tupl
                     raw.end = pos = end
                     raw.line = line
                     raw.n = n
-                    raw.src = text
+                    raw.lines = raw.offsets = None
                     raw.checked = False
                     raw.texts = None
                     add(raw)
@@ -906,7 +882,7 @@ def _index_table(table: Table, text: str, at: int, lineno: int) -> Optional[Tupl
         for raw in made:
             if raw.start >= pos:
                 raw.start = raw.n = raw.line = 0
-                raw._lines = raw._offsets = None
+                raw.lines = raw.offsets = None
     dict.update(chains, raws)
     table.policies.update(policies)
     return pos, line - 1

@@ -1155,9 +1155,8 @@ class Walker:
             self._mark_only[k] = v
         return v
 
-    def no_op(self, table: str, r: Rule) -> bool:
-        """In fast mode: a rule whose only effect is on the mark."""
-        t = r.target
+    def no_op(self, table: str, t: Optional[str]) -> bool:
+        """In fast mode: whether a rule with target `t` has an effect only on the mark."""
         return t == "MARK" or (t is not None and t.startswith("KUBE-MARK-") and self.mark_only(table, t))
 
     # -- matching ----------------------------------------------------------------------------
@@ -1282,7 +1281,7 @@ class Walker:
             self._deps[k] = d
             return d
         for r in chains.get(chain, ()):
-            if fast and self.no_op(table, r):
+            if fast and self.no_op(table, r.target):
                 continue
             x = r.x
             if r.proto is not None:
@@ -1353,7 +1352,7 @@ class Walker:
             # Mark-only rules do nothing in fast mode: drop them once per rule list, not per walk.
             hit = self._live.get(id(rules))
             if hit is None or hit[0] is not rules:
-                hit = (rules, [r for r in rules if not self.no_op(table, r)])
+                hit = (rules, [r for r in rules if not self.no_op(table, r.target)])
                 if len(rules) < 48:  # a whole small chain (a big one's candidates are made per packet)
                     self._live[id(rules)] = hit
             rules = hit[1]
@@ -1393,7 +1392,7 @@ class Walker:
             if not _fast_ok(g):
                 return None
             target = g[7]
-            if target == "MARK" or (target.startswith("KUBE-MARK-") and self.mark_only(table, target)):
+            if self.no_op(table, target):
                 if target != "MARK":
                     jumps.add(target)
                 continue  # a no-op in fast mode, whatever it matches

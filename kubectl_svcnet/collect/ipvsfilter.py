@@ -233,34 +233,18 @@ BEGIN {
     + """
     for (i = 1; i <= nks; i++) known[KS_[i]] = 1
     """
-    + _split("n", "W_", sorted(PROTOCOLS))
-    + """
-    for (i = 1; i <= n; i++) flag[W_[i]] = 1
-    """
-    + _split("n", "W_", PORT_PROTOCOLS)
-    + """
-    for (i = 1; i <= n; i++) proto[W_[i]] = 1
-    """
-    + _split("n", "W_", SET_TYPES)
-    + """
-    for (i = 1; i <= n; i++) typ[W_[i]] = 1
-    """
-    + _split("n", "W_", IP_PORT_SETS)
-    + """
-    mark(n, "ipport")
-    """
-    + _split("n", "W_", PORT_SETS)
-    + """
-    mark(n, "ports")
-    """
-    + _split("n", "W_", WHOLE_SETS)
-    + """
-    mark(n, "whole")
-    """
-    + _split("n", "W_", GUESS_SETS)
-    + """
-    mark(n, "guess")
-    """
+    + "".join(
+        _split("n", "W_", words) + f"\n    {then}\n    "
+        for words, then in (
+            (sorted(PROTOCOLS), "for (i = 1; i <= n; i++) flag[W_[i]] = 1"),
+            (PORT_PROTOCOLS, "for (i = 1; i <= n; i++) proto[W_[i]] = 1"),
+            (SET_TYPES, "for (i = 1; i <= n; i++) typ[W_[i]] = 1"),
+            (IP_PORT_SETS, 'mark(n, "ipport")'),
+            (PORT_SETS, 'mark(n, "ports")'),
+            (WHOLE_SETS, 'mark(n, "whole")'),
+            (GUESS_SETS, 'mark(n, "guess")'),
+        )
+    )
     + _split("ntypes", "TS_", TYPE_SETS)
     + """
 }

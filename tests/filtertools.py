@@ -41,6 +41,13 @@ def _awks() -> Dict[str, List[str]]:
 
 AWKS = _awks()
 
+# A node's awk that fails, and one whose output is cut short (make_node's `awk`): with no awk at all,
+# what each filter test gives its collector to fall back from, reading the dumps whole.
+AWK_FAILS = "#!/bin/sh\ncat >/dev/null; exit 3\n"
+AWK_CUTS_SHORT = "#!/bin/sh\ncat >/dev/null; printf '#svcnet-filter 1 9 0\\n1\\tx\\n'\n"
+FALLBACK_IDS = ["no-awk", "awk-fails", "cut-short"]
+FALLBACKS = [(None, "no awk on the node"), (AWK_FAILS, "the filter failed"), (AWK_CUTS_SHORT, "damaged")]
+
 
 def make_node(tmp_path: Path, saves: Dict[str, str], awk: Optional[str] = "real") -> LocalRunner:
     """A node for collect_node: fake save commands (`saves`: program -> the text it prints), the real sh,

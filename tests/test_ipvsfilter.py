@@ -32,7 +32,7 @@ from kubectl_svcnet.collect.nodecmds import GZIP_SCRIPT, collect_node
 from kubectl_svcnet.dataplane import ipvs_wanted
 from kubectl_svcnet.dataplane.ipvs import Wanted
 from kubectl_svcnet.model import Cluster, Endpoint, Service, ServicePort
-from tests.filtertools import AWKS, make_node, trace_answer
+from tests.filtertools import AWKS, FALLBACK_IDS, FALLBACKS, make_node, trace_answer
 from tests.golden import fixture_dirs, load_expected
 from tests.test_fuzz import mutate_lines
 from tests.test_ipvs import NODE as FIXTURE_NODE
@@ -724,15 +724,7 @@ def test_collect_node_for_a_map_reads_whole(tmp_path: Path) -> None:
     assert ipvs_wanted(cluster, "nope/nothing") is None
 
 
-@pytest.mark.parametrize(
-    "awk, note",
-    [
-        (None, "no awk on the node"),
-        ("#!/bin/sh\ncat >/dev/null; exit 3\n", "the filter failed"),
-        ("#!/bin/sh\ncat >/dev/null; printf '#svcnet-filter 1 9 0\\n1\\tx\\n'\n", "damaged"),
-    ],
-    ids=["no-awk", "awk-fails", "cut-short"],
-)
+@pytest.mark.parametrize("awk, note", FALLBACKS, ids=FALLBACK_IDS)
 def test_collect_node_falls_back_to_whole_dumps(tmp_path: Path, awk: Optional[str], note: str) -> None:
     runner, cluster, saves = ipvs_node(tmp_path, awk=awk)
     svc = "ns1/svc1"

@@ -35,7 +35,7 @@ from kubectl_svcnet.collect.nodefilter import (
 )
 from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.dataplane.nft import _teaches_detector, parse_nft, parse_service_chain_name, resolve_nft
-from tests.filtertools import make_node, trace_answer
+from tests.filtertools import AWK_CUTS_SHORT, AWK_FAILS, FALLBACK_IDS, make_node, trace_answer
 from tests.kpwriter.spec import service_port
 from tests.test_nft_trace import _add_chains, _chain, _endpoint, _with, damaged
 
@@ -330,11 +330,10 @@ def test_collect_node_without_an_ip6_table(tmp_path: Path) -> None:
     "awk, note",
     [
         (None, "no awk on the node"),
-        ("#!/bin/sh\ncat >/dev/null; exit 3\n", "kube-proxy: the filter failed (awk exited 3); read whole"),
-        ("#!/bin/sh\ncat >/dev/null; printf '#svcnet-filter 1 9 0\\n1\\tx\\n'\n",
-         "nft list table ip kube-proxy: the filter's output is damaged; read whole"),
+        (AWK_FAILS, "kube-proxy: the filter failed (awk exited 3); read whole"),
+        (AWK_CUTS_SHORT, "nft list table ip kube-proxy: the filter's output is damaged; read whole"),
     ],
-    ids=["no-awk", "awk-fails", "cut-short"],
+    ids=FALLBACK_IDS,
 )  # fmt: skip
 def test_collect_node_falls_back_to_the_whole_table(tmp_path: Path, awk: Optional[str], note: str) -> None:
     runner = nft_node(tmp_path, OVERALL, awk=awk)

@@ -38,7 +38,7 @@ from kubectl_svcnet.collect.nodefilter import (
 )
 from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.render import render_paths, to_dict
-from tests.filtertools import AWKS, make_node, trace_answer
+from tests.filtertools import AWKS, FALLBACK_IDS, FALLBACKS, make_node, trace_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "kube-proxy" / "iptables"
@@ -351,15 +351,7 @@ def test_collect_node_in_ipvs_mode_reads_whole_dumps(tmp_path: Path) -> None:
     assert any("sent whole by the node" in n for n in part.notes)
 
 
-@pytest.mark.parametrize(
-    "awk, note",
-    [
-        (None, "no awk on the node"),
-        ("#!/bin/sh\ncat >/dev/null; exit 3\n", "the filter failed"),
-        ("#!/bin/sh\ncat >/dev/null; printf '#svcnet-filter 1 9 0\\n1\\tx\\n'\n", "damaged"),
-    ],
-    ids=["no-awk", "awk-fails", "cut-short"],
-)
+@pytest.mark.parametrize("awk, note", FALLBACKS, ids=FALLBACK_IDS)
 def test_collect_node_falls_back_to_whole_dumps(tmp_path: Path, awk: Optional[str], note: str) -> None:
     text = (FIXTURES / "modern-overall" / "dump.txt").read_text()
     runner = make_node(tmp_path, {"iptables-nft-save": text}, awk=awk)

@@ -71,13 +71,16 @@ def test_a_stale_chain_of_the_service_is_reported_by_its_trace():
     assert len(stale) == 1 and "chain endpoint-AAAAAAAA-ns1/svc1/tcp/p80__10.180.9.9/80 is not reached" in stale[0]
 
 
-def test_a_chain_reached_only_through_another_services_chain_is_not_stale():
-    """Not kube-proxy's shape, but a path is a path: through ns2's chain, and through a custom chain
+def bare_chains() -> str:
+    """OVERALL with two more endpoint chains of ns1/svc1 that nothing jumps to."""
+    return _add_chains(OVERALL, _endpoint("BBBBBBBB", "10.180.9.9"), _endpoint("CCCCCCCC", "10.180.7.7"))
+
+
+def chains_through_others() -> str:
+    """bare_chains, the first reached only through ns2's chain, the second only through a custom chain
     that only a hook jumps to."""
     text = _add_chains(
-        OVERALL,
-        _endpoint("BBBBBBBB", "10.180.9.9"),
-        _endpoint("CCCCCCCC", "10.180.7.7"),
+        bare_chains(),
         _chain("custom", "ip saddr 192.0.2.2 jump endpoint-CCCCCCCC-ns1/svc1/tcp/p80__10.180.7.7/80"),
     )
     text = _with(
@@ -85,14 +88,19 @@ def test_a_chain_reached_only_through_another_services_chain_is_not_stale():
         "\tchain external-42NFTM6N-ns2/svc2/tcp/p80 {",
         "\t\tip saddr 192.0.2.1 jump endpoint-BBBBBBBB-ns1/svc1/tcp/p80__10.180.9.9/80",
     )
-    text = _with(text, "type nat hook prerouting priority dstnat; policy accept;", "\t\tip saddr 192.0.2.2 jump custom")
+    return _with(text, "type nat hook prerouting priority dstnat; policy accept;", "\t\tip saddr 192.0.2.2 jump custom")
+
+
+def test_a_chain_reached_only_through_another_services_chain_is_not_stale():
+    """Not kube-proxy's shape, but a path is a path: through ns2's chain, and through a custom chain
+    that only a hook jumps to."""
+    text = chains_through_others()
     assert_trace_is_map(text)
     one = resolve_nft(parse_nft(text, "d"), "n", only="ns1/svc1")
     assert not [f for s in one.services for f in s.findings if f.code == "unreachable-chain"]
     assert not [f for f in one.findings if f.code == "unreachable-chain"]
     # ...and without those jumps both chains are stale, in the trace too.
-    bare = _add_chains(OVERALL, _endpoint("BBBBBBBB", "10.180.9.9"), _endpoint("CCCCCCCC", "10.180.7.7"))
-    one = resolve_nft(parse_nft(bare, "d"), "n", only="ns1/svc1")
+    one = resolve_nft(parse_nft(bare_chains(), "d"), "n", only="ns1/svc1")
     assert len([f for s in one.services for f in s.findings if f.code == "unreachable-chain"]) == 2
 
 

@@ -37,7 +37,7 @@ from kubectl_svcnet.collect.runner import LocalRunner
 from kubectl_svcnet.dataplane.nft import _teaches_detector, parse_nft, parse_service_chain_name, resolve_nft
 from tests.filtertools import AWK_CUTS_SHORT, AWK_FAILS, FALLBACK_IDS, make_node, trace_answer
 from tests.kpwriter.spec import service_port
-from tests.test_nft_trace import _add_chains, _chain, _endpoint, _with, damaged
+from tests.test_nft_trace import _add_chains, _chain, _endpoint, _with, bare_chains, chains_through_others, damaged
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "kube-proxy" / "nftables"
@@ -181,20 +181,7 @@ def test_paths_through_other_services_chains_and_stale_chains() -> None:
     """tests/test_nft_trace.py's hand-edited tables: a stale chain of the Service, a chain reached only through
     another Service's chain or through a custom one, and the same chains reached by nothing."""
     stale = _add_chains(OVERALL, _endpoint("AAAAAAAA", "10.180.9.9"))
-    through = _add_chains(
-        OVERALL,
-        _endpoint("BBBBBBBB", "10.180.9.9"),
-        _endpoint("CCCCCCCC", "10.180.7.7"),
-        _chain("custom", "ip saddr 192.0.2.2 jump endpoint-CCCCCCCC-ns1/svc1/tcp/p80__10.180.7.7/80"),
-    )
-    through = _with(
-        through,
-        "\tchain external-42NFTM6N-ns2/svc2/tcp/p80 {",
-        "\t\tip saddr 192.0.2.1 jump endpoint-BBBBBBBB-ns1/svc1/tcp/p80__10.180.9.9/80",
-    )
-    hook = "type nat hook prerouting priority dstnat; policy accept;"
-    through = _with(through, hook, "\t\tip saddr 192.0.2.2 jump custom")
-    bare = _add_chains(OVERALL, _endpoint("BBBBBBBB", "10.180.9.9"), _endpoint("CCCCCCCC", "10.180.7.7"))
+    through, bare = chains_through_others(), bare_chains()
     # Two levels: ns3's chain leads to ns2's, which leads to the Service's.
     ns3 = "\tchain external-4AT6LBPK-ns3/svc3/tcp/p80 {"
     deeper = _with(through, ns3, "\t\tip saddr 192.0.2.3 jump external-42NFTM6N-ns2/svc2/tcp/p80")
